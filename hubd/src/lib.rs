@@ -1,0 +1,1 @@
+//! The vBET hub daemon: repeats every frame to every other port

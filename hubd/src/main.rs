@@ -1,0 +1,3 @@
+//! The vBET hub daemon: repeats every frame to every other port
+
+fn main() {}

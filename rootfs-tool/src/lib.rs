@@ -1,0 +1,1 @@
+//! Root file system images and per-VM copy-on-write layers for vBET

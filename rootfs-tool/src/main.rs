@@ -1,0 +1,3 @@
+//! Root file system images and per-VM copy-on-write layers for vBET
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! End-to-end tests of vBET that bring up real daemons, VMs and labs

@@ -1,0 +1,1 @@
+//! One process that is one vBET VM: namespaces, root file system, cgroup, NICs, exec and console
