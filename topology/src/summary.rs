@@ -1,0 +1,54 @@
+//! A short human summary of a topology, as `vbet-topology check` prints it.
+
+use std::fmt::Write;
+
+use crate::model::{Topology, ifname};
+
+/// Nodes, NICs, cables and each node's addresses, one line each.
+pub fn summary(topo: &Topology) -> String {
+    let nics: usize = topo.nodes.iter().map(|n| n.nics.len()).sum();
+    let ports: usize = topo.switches.iter().map(|s| s.ports.len()).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} nodes, {} switches/hubs, {} NICs, {} switch ports, {} cables, {} kinds",
+        topo.nodes.len(),
+        topo.switches.len(),
+        nics,
+        ports,
+        topo.cables.len(),
+        topo.kinds.len()
+    );
+    for n in &topo.nodes {
+        let _ = write!(out, "  {} ({})", n.name, n.kind);
+        for (i, nic) in n.nics.iter().enumerate() {
+            let idx = i as u32 + 1;
+            let peer = topo
+                .cable_at(&n.name, idx)
+                .map(|c| {
+                    if c.a.device == n.name && c.a.nic == idx {
+                        &c.b
+                    } else {
+                        &c.a
+                    }
+                })
+                .map_or("unplugged".to_string(), |e| format!("-> {e}"));
+            let addrs: Vec<String> = nic.addrs.iter().map(ToString::to_string).collect();
+            let addrs = if addrs.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", addrs.join(" "))
+            };
+            let _ = write!(out, "\n    {}{addrs} {peer}", ifname(idx));
+        }
+        out.push('\n');
+    }
+    for s in &topo.switches {
+        let kind = match s.kind {
+            crate::model::SwitchKind::Switch => "switch",
+            crate::model::SwitchKind::Hub => "hub",
+        };
+        let _ = writeln!(out, "  {} ({kind}, {} ports)", s.name, s.ports.len());
+    }
+    out
+}
