@@ -1,3 +1,29 @@
-//! One process that is one vBET VM: namespaces, root file system, cgroup, NICs, exec and console
+//! `vm-monitor`: one process that is one vBET VM. See `vm-monitor --help`.
 
-fn main() {}
+use clap::Parser;
+use vm_monitor::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let result = match cli.command {
+        Command::Run(args) => vm_monitor::cli::run(args).map(|()| 0),
+        Command::Exec(args) => vm_monitor::cli::exec(args),
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("vm-monitor: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

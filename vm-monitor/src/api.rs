@@ -1,0 +1,284 @@
+//! The `VmMonitor` gRPC service (with health and reflection), served on
+//! the VM's Unix socket.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status};
+use vbet_proto::vbet::port::v1 as port_pb;
+use vbet_proto::vbet::vm::v1 as pb;
+use vbet_proto::vbet::vm::v1::vm_monitor_server::{VmMonitor, VmMonitorServer};
+
+use crate::nic::{self, NicState};
+use crate::vm::{Vm, VmError};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The service over one VM.
+#[derive(Debug, Clone)]
+pub struct Api {
+    vm: Arc<Vm>,
+}
+
+fn nic_status(n: &NicState) -> pb::Nic {
+    let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    pb::Nic {
+        index: n.plan.index,
+        name: n.plan.name.clone(),
+        mac: nic::format_mac(&n.plan.mac),
+        link_state: i32::from(n.link.load(Ordering::Relaxed)),
+        wiring: match &n.plan.wiring {
+            crate::spec::Wiring::Switch { ctl } => format!("switch {}", ctl.display()),
+            crate::spec::Wiring::Wire { remote, .. } => format!("wire {}", remote.display()),
+            crate::spec::Wiring::None => "none".into(),
+        },
+        counters: Some(port_pb::Counters {
+            rx_frames: c(&n.rx_frames),
+            rx_bytes: c(&n.rx_bytes),
+            tx_frames: c(&n.tx_frames),
+            tx_bytes: c(&n.tx_bytes),
+            duplicated: 0,
+            corrupted: 0,
+            drops: Some(port_pb::Drops {
+                link_down: c(&n.drops_link_down),
+                peer_busy: c(&n.drops_peer_busy),
+                ..Default::default()
+            }),
+        }),
+        egress: None,
+        ingress: None,
+    }
+}
+
+impl Api {
+    /// The service over `vm`.
+    pub fn new(vm: Arc<Vm>) -> Self {
+        Api { vm }
+    }
+
+    fn status_now(&self) -> pb::VmStatus {
+        let vm = &self.vm;
+        let u = vm.cgroup.usage();
+        pb::VmStatus {
+            name: vm.spec.name.clone(),
+            lab: vm.spec.lab.clone(),
+            state: *vm.state.borrow() as i32,
+            init_pid: vm.init_pid,
+            monitor_pid: std::process::id(),
+            uptime_ms: vm.started.elapsed().as_millis() as u64,
+            pids: vm.procs.pids(),
+            nics: vm.nics.iter().map(|n| nic_status(n)).collect(),
+            resources: Some(pb::Resources {
+                memory_bytes: u.memory,
+                memory_limit_bytes: u.memory_limit,
+                cpu_usage_ns: u.cpu_ns,
+                pids: u.pids,
+                pids_limit: u.pids_limit,
+            }),
+            hostname: vm.spec.hostname().to_owned(),
+        }
+    }
+
+    async fn set_frozen(&self, frozen: bool) -> Result<Response<pb::VmStatus>, Status> {
+        let cg = self.vm.cgroup.clone();
+        tokio::task::spawn_blocking(move || cg.set_frozen(frozen))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(crate::error_chain(&e)))?;
+        self.vm.set_state(if frozen {
+            pb::VmState::Frozen
+        } else {
+            pb::VmState::Running
+        });
+        Ok(Response::new(self.status_now()))
+    }
+}
+
+fn is_set(i: &Option<port_pb::Impairment>) -> bool {
+    i.as_ref()
+        .is_some_and(|i| *i != port_pb::Impairment::default())
+}
+
+#[tonic::async_trait]
+impl VmMonitor for Api {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::VmStatus>, Status> {
+        Ok(Response::new(self.status_now()))
+    }
+
+    type ExecStream = BoxStream<pb::ExecReply>;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("Exec needs a first message with `start`"))?;
+        let Some(pb::exec_request::Kind::Start(start)) = first.kind else {
+            return Err(Status::invalid_argument(
+                "the first Exec message must be `start`",
+            ));
+        };
+        if start.argv.is_empty() {
+            return Err(Status::invalid_argument("`start.argv` is empty"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(crate::exec::session(
+            self.vm.procs.clone(),
+            start,
+            input,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn signal(
+        &self,
+        request: Request<pb::SignalRequest>,
+    ) -> Result<Response<pb::SignalReply>, Status> {
+        let r = request.into_inner();
+        self.vm
+            .procs
+            .signal(r.pid as i32, r.signal)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::SignalReply {}))
+    }
+
+    async fn freeze(
+        &self,
+        _: Request<pb::FreezeRequest>,
+    ) -> Result<Response<pb::VmStatus>, Status> {
+        self.set_frozen(true).await
+    }
+
+    async fn thaw(&self, _: Request<pb::ThawRequest>) -> Result<Response<pb::VmStatus>, Status> {
+        self.set_frozen(false).await
+    }
+
+    async fn set_link(
+        &self,
+        request: Request<pb::SetLinkRequest>,
+    ) -> Result<Response<pb::Nic>, Status> {
+        let r = request.into_inner();
+        let nic = self
+            .vm
+            .nics
+            .iter()
+            .find(|n| n.plan.index == r.nic)
+            .ok_or_else(|| Status::not_found(format!("the VM has no eth{}", r.nic)))?;
+        if is_set(&r.egress) || is_set(&r.ingress) {
+            return Err(Status::unimplemented(
+                "impairments on VM NICs come with the vbet-port library",
+            ));
+        }
+        let state = match port_pb::LinkState::try_from(r.state) {
+            Ok(port_pb::LinkState::Unspecified) => None,
+            Ok(port_pb::LinkState::Up) => Some(nic::link::UP),
+            Ok(port_pb::LinkState::Down) => Some(nic::link::DOWN),
+            Ok(port_pb::LinkState::Blackhole) => Some(nic::link::BLACKHOLE),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown link state {}",
+                    r.state
+                )));
+            }
+        };
+        if let Some(s) = state {
+            nic.set_link(s)
+                .map_err(|e| Status::internal(crate::error_chain(&e)))?;
+            let _ = self.vm.events.send(pb::Event {
+                time_ms: crate::exec::now_ms(),
+                kind: Some(pb::event::Kind::LinkChanged(pb::LinkChanged {
+                    nic: r.nic,
+                    state: r.state,
+                })),
+            });
+        }
+        Ok(Response::new(nic_status(nic)))
+    }
+
+    type CaptureStream = BoxStream<port_pb::PcapChunk>;
+
+    async fn capture(
+        &self,
+        _: Request<pb::CaptureRequest>,
+    ) -> Result<Response<Self::CaptureStream>, Status> {
+        Err(Status::unimplemented(
+            "capture on VM NICs comes with the vbet-port library",
+        ))
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownReply>, Status> {
+        let ms = match request.into_inner().timeout_ms {
+            0 => 5000,
+            ms => ms,
+        };
+        self.vm
+            .shutdown
+            .send_replace(Some(std::time::Duration::from_millis(u64::from(ms))));
+        Ok(Response::new(pb::ShutdownReply {}))
+    }
+
+    type EventsStream = BoxStream<pb::Event>;
+
+    async fn events(
+        &self,
+        _: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let stream =
+            BroadcastStream::new(self.vm.events.subscribe()).filter_map(|e| e.ok().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Binds the API socket (mode 0600) and returns the server future, which
+/// ends when `stop` resolves.
+pub fn serve(
+    vm: Arc<Vm>,
+    socket: &Path,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, VmError> {
+    let io = |what: String| move |source| VmError::Io { what, source };
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)
+        .map_err(io(format!("binding {}", socket.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", socket.display())))?;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vbet_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| VmError::Io {
+            what: "reflection service".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let api = Api::new(vm);
+    Ok(async move {
+        reporter.set_serving::<VmMonitorServer<Api>>().await;
+        let result = tonic::transport::Server::builder()
+            .trace_fn(|req| tracing::info_span!("rpc", path = %req.uri().path()))
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(VmMonitorServer::new(api))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
+            .await;
+        if let Err(e) = result {
+            tracing::error!("API server: {}", crate::error_chain(&e));
+        }
+    })
+}

@@ -1,0 +1,659 @@
+//! The VM spec: what one VM is, as read from a TOML file or flags, and its
+//! validation (every check that can fail runs before anything is created).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The smallest memory limit a VM may have: below it even the guest init
+/// and a shell do not fit.
+pub const MIN_MEMORY: u64 = 16 << 20;
+
+/// One VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// The VM's name; also its hostname unless `hostname` is set.
+    pub name: String,
+    /// The lab the VM belongs to.
+    #[serde(default = "default_lab")]
+    pub lab: String,
+    /// The root file system image: `host` (the host's root, read-only) or
+    /// the path of a directory.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Where the writable layer lives (`upper/` and `work/` inside). Unset:
+    /// on a tmpfs that vanishes with the VM. Must not be on the image's
+    /// file system.
+    #[serde(default)]
+    pub layer_dir: Option<PathBuf>,
+    /// Hostname (default: the name).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Memory, CPU and pid limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Host directories shared into the VM.
+    #[serde(default)]
+    pub hostfs: Vec<Share>,
+    /// Files placed in the VM before anything starts.
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    /// Shell command lines (`/bin/sh -c`) started once the VM is up.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// The VM's NICs.
+    #[serde(default)]
+    pub nics: Vec<NicSpec>,
+    /// Static routes.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// What to do when the guest stops by itself.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Directory of the VM's sockets (default `/run/vbet/LAB`).
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+}
+
+fn default_lab() -> String {
+    "default".into()
+}
+
+fn default_image() -> String {
+    "host".into()
+}
+
+/// Resource limits; unset means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Memory limit: bytes, or a string with a K, M or G suffix ("64M").
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// CPU limit in CPUs (0.5 = half of one CPU).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    #[serde(default)]
+    pub pids: Option<u64>,
+}
+
+/// A size in bytes, written as a number or as "64M".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ByteSizeRepr", into = "u64")]
+pub struct ByteSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ByteSizeRepr {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<ByteSizeRepr> for ByteSize {
+    type Error = String;
+    fn try_from(repr: ByteSizeRepr) -> Result<Self, String> {
+        match repr {
+            ByteSizeRepr::Number(n) => Ok(ByteSize(n)),
+            ByteSizeRepr::Text(t) => t.parse(),
+        }
+    }
+}
+
+impl From<ByteSize> for u64 {
+    fn from(size: ByteSize) -> u64 {
+        size.0
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (digits, shift) = match text.char_indices().last() {
+            Some((i, 'k' | 'K')) => (&text[..i], 10),
+            Some((i, 'm' | 'M')) => (&text[..i], 20),
+            Some((i, 'g' | 'G')) => (&text[..i], 30),
+            _ => (text, 0),
+        };
+        let n: u64 = digits
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid size {text:?} (examples: 67108864, \"64M\", \"1G\")"))?;
+        n.checked_mul(1 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {text:?} is too large"))
+    }
+}
+
+/// A host directory shared into the VM by a bind mount.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Share {
+    /// Host path.
+    pub src: PathBuf,
+    /// Absolute path in the VM.
+    pub dst: PathBuf,
+    /// Read-only (default) or read-write.
+    #[serde(default)]
+    pub mode: ShareMode,
+}
+
+/// Whether the VM may write to a share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareMode {
+    /// Read-only.
+    #[default]
+    Ro,
+    /// Read-write: what the VM writes reaches the host.
+    Rw,
+}
+
+/// A file placed in the VM's root before anything starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path in the VM; parents are created.
+    pub path: PathBuf,
+    /// The file's content.
+    pub content: String,
+    /// Permission bits (TOML accepts `0o644`); default 0o644.
+    #[serde(default = "default_mode")]
+    pub mode: u32,
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+/// One NIC of the VM: `eth{index}` in the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicSpec {
+    /// 0 for eth0.
+    pub index: u32,
+    /// MAC address; default derived from lab, VM and index.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Addresses with prefix length ("10.0.0.1/24", "fd00::1/64").
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// What the NIC's cable plugs into.
+    #[serde(default)]
+    pub wiring: Wiring,
+}
+
+/// What a NIC's cable plugs into.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Wiring {
+    /// A port of a switchd, hubd, uml_switch or vde_switch, through its
+    /// control socket (port protocol version 3).
+    Switch {
+        /// The switch's control socket.
+        ctl: PathBuf,
+    },
+    /// A direct cable to another VM's NIC: this monitor binds `local` (a
+    /// Unix datagram socket) and sends every frame to `remote`, the peer
+    /// monitor's `local`. No daemon in between.
+    Wire {
+        /// This end's datagram socket path (created; removed at teardown).
+        local: PathBuf,
+        /// The far end's datagram socket path.
+        remote: PathBuf,
+    },
+    /// No cable: the NIC exists with no carrier peer (frames are dropped).
+    #[default]
+    None,
+}
+
+/// A static route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// "default" or a prefix ("10.1.0.0/16").
+    pub dst: String,
+    /// Gateway.
+    #[serde(default)]
+    pub via: Option<IpAddr>,
+    /// Output NIC index (for a route without gateway).
+    #[serde(default)]
+    pub nic: Option<u32>,
+}
+
+/// What to do when the guest stops by itself (not through Shutdown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// The monitor exits with the guest.
+    #[default]
+    Never,
+    /// Boot again when the guest init failed.
+    OnFailure,
+    /// Boot again whenever the guest stops.
+    Always,
+}
+
+/// A spec that cannot be run, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("cannot read VM spec {path}")]
+    Read {
+        /// The spec file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid spec.
+    #[error("invalid VM spec {path}: {message}")]
+    Parse {
+        /// The spec file.
+        path: PathBuf,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+    /// A field has an invalid value.
+    #[error("invalid VM spec: {0}")]
+    Invalid(String),
+    /// The image is not known.
+    #[error("unknown image {0:?}: use \"host\" or the path of a root directory")]
+    UnknownImage(String),
+    /// The memory limit is below [`MIN_MEMORY`].
+    #[error("memory limit {0} bytes is too small: a VM needs at least 16M")]
+    MemoryTooSmall(u64),
+    /// A NIC plugs into a switch whose socket does not exist.
+    #[error("eth{nic}: switch socket {path} does not exist — is the switch running?")]
+    MissingSwitch {
+        /// NIC index.
+        nic: u32,
+        /// The control socket path.
+        path: PathBuf,
+    },
+    /// A NIC plugs into a path that is not a socket.
+    #[error("eth{nic}: {path} is not a Unix socket")]
+    NotASocket {
+        /// NIC index.
+        nic: u32,
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// A parsed address with prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} has no prefix length (write \"10.0.0.1/24\")"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?}: invalid IP address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("{text:?}: invalid prefix length"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("{text:?}: prefix length over {max}"));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// Parses "aa:bb:cc:dd:ee:ff".
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        return Err(format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16)
+            .map_err(|_| format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!("{text:?} is a multicast MAC address"));
+    }
+    Ok(mac)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Invalid(format!(
+            "{what} {name:?} must be 1-63 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+impl VmSpec {
+    /// Reads and parses a TOML spec file (not yet validated).
+    pub fn from_toml_file(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SpecError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A spec with only a name and defaults.
+    pub fn named(name: &str) -> Self {
+        VmSpec {
+            name: name.into(),
+            lab: default_lab(),
+            image: default_image(),
+            layer_dir: None,
+            hostname: None,
+            resources: Resources::default(),
+            hostfs: Vec::new(),
+            files: Vec::new(),
+            commands: Vec::new(),
+            nics: Vec::new(),
+            routes: Vec::new(),
+            restart: RestartPolicy::Never,
+            run_dir: None,
+        }
+    }
+
+    /// The guest's hostname.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The directory of the VM's sockets.
+    pub fn run_dir(&self) -> PathBuf {
+        self.run_dir
+            .clone()
+            .unwrap_or_else(|| Path::new("/run/vbet").join(&self.lab))
+    }
+
+    /// The gRPC API socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.run_dir().join(format!("{}.sock", self.name))
+    }
+
+    /// The lock file held while the VM exists (its name is taken).
+    pub fn lock_path(&self) -> PathBuf {
+        self.run_dir().join(format!("{}.lock", self.name))
+    }
+
+    /// The empty directory the guest's root is assembled on (only in the
+    /// VM's mount namespace; removed once the guest has pivoted).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.run_dir().join(format!("{}.root", self.name))
+    }
+
+    /// The name of the VM's cgroup, unique per lab and VM.
+    pub fn cgroup_name(&self) -> String {
+        format!("{}.{}", self.lab, self.name)
+    }
+
+    /// The lower directory of the root overlay.
+    pub fn image_dir(&self) -> Result<PathBuf, SpecError> {
+        if self.image == "host" {
+            return Ok(PathBuf::from("/"));
+        }
+        // The seam for rootfs-tool: image names will be resolved through
+        // its image store here. Until then an image is a directory path.
+        let path = PathBuf::from(&self.image);
+        if path.is_absolute() && path.is_dir() {
+            Ok(path)
+        } else {
+            Err(SpecError::UnknownImage(self.image.clone()))
+        }
+    }
+
+    /// Every check that does not need to create anything.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_name("VM name", &self.name)?;
+        check_name("lab name", &self.lab)?;
+        if let Some(h) = &self.hostname {
+            check_name("hostname", h)?;
+        }
+        let image = self.image_dir()?;
+        if let Some(layer) = &self.layer_dir {
+            if !layer.is_absolute() {
+                return Err(SpecError::Invalid(format!(
+                    "layer_dir {} must be an absolute path",
+                    layer.display()
+                )));
+            }
+            let probe = existing_ancestor(layer);
+            if let (Ok(a), Ok(b)) = (std::fs::metadata(&probe), std::fs::metadata(&image)) {
+                if a.dev() == b.dev() {
+                    return Err(SpecError::Invalid(format!(
+                        "layer_dir {} is on the image's file system; overlayfs refuses that: \
+                         put it on another file system or leave it unset (tmpfs)",
+                        layer.display()
+                    )));
+                }
+            }
+        }
+        let r = &self.resources;
+        if let Some(ByteSize(m)) = r.memory {
+            if m < MIN_MEMORY {
+                return Err(SpecError::MemoryTooSmall(m));
+            }
+        }
+        if let Some(c) = r.cpus {
+            if !(c > 0.0 && c <= 1024.0) {
+                return Err(SpecError::Invalid(format!("cpus {c} must be above 0")));
+            }
+        }
+        if let Some(p) = r.pids {
+            if p < 4 {
+                return Err(SpecError::Invalid(format!("pids {p} must be at least 4")));
+            }
+        }
+        for share in &self.hostfs {
+            if !share.src.exists() {
+                return Err(SpecError::Invalid(format!(
+                    "hostfs source {} does not exist",
+                    share.src.display()
+                )));
+            }
+            if !share.dst.is_absolute() {
+                return Err(SpecError::Invalid(format!(
+                    "hostfs destination {} must be absolute",
+                    share.dst.display()
+                )));
+            }
+        }
+        for file in &self.files {
+            if !file.path.is_absolute() || file.path.parent().is_none() {
+                return Err(SpecError::Invalid(format!(
+                    "file path {} must be absolute",
+                    file.path.display()
+                )));
+            }
+            if file.mode > 0o7777 {
+                return Err(SpecError::Invalid(format!(
+                    "file {} mode {:o} is not a permission mode",
+                    file.path.display(),
+                    file.mode
+                )));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for nic in &self.nics {
+            if nic.index > 63 || !seen.insert(nic.index) {
+                return Err(SpecError::Invalid(format!(
+                    "NIC index {} is over 63 or given twice",
+                    nic.index
+                )));
+            }
+            if let Some(mac) = &nic.mac {
+                parse_mac(mac).map_err(|e| SpecError::Invalid(format!("eth{}: {e}", nic.index)))?;
+            }
+            for a in &nic.addresses {
+                a.parse::<Cidr>()
+                    .map_err(|e| SpecError::Invalid(format!("eth{}: {e}", nic.index)))?;
+            }
+            match &nic.wiring {
+                Wiring::Switch { ctl } => check_socket(nic.index, ctl)?,
+                Wiring::Wire { local, remote } => {
+                    for p in [local, remote] {
+                        if !p.is_absolute() || !p.parent().is_some_and(Path::is_dir) {
+                            return Err(SpecError::Invalid(format!(
+                                "eth{}: wire path {} must be absolute in an existing directory",
+                                nic.index,
+                                p.display()
+                            )));
+                        }
+                    }
+                }
+                Wiring::None => {}
+            }
+        }
+        for route in &self.routes {
+            if route.dst != "default" {
+                route
+                    .dst
+                    .parse::<Cidr>()
+                    .map_err(|e| SpecError::Invalid(format!("route: {e}")))?;
+            }
+            if route.via.is_none() && route.nic.is_none() {
+                return Err(SpecError::Invalid(format!(
+                    "route to {} needs `via` or `nic`",
+                    route.dst
+                )));
+            }
+            if let Some(n) = route.nic {
+                if !seen.contains(&n) {
+                    return Err(SpecError::Invalid(format!(
+                        "route to {} uses eth{n}, which the VM does not have",
+                        route.dst
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn existing_ancestor(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            return PathBuf::from("/");
+        }
+    }
+    p
+}
+
+fn check_socket(nic: u32, path: &Path) -> Result<(), SpecError> {
+    match std::fs::metadata(path) {
+        Err(_) => Err(SpecError::MissingSwitch {
+            nic,
+            path: path.to_owned(),
+        }),
+        Ok(m) if !m.file_type().is_socket() => Err(SpecError::NotASocket {
+            nic,
+            path: path.to_owned(),
+        }),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_spec() {
+        let spec: VmSpec = toml::from_str(
+            r#"
+            name = "r1"
+            lab = "ospf"
+            resources = { memory = "64M", cpus = 0.5, pids = 100 }
+            commands = ["echo hi"]
+            [[files]]
+            path = "/etc/frr/daemons"
+            content = "ospfd=yes\n"
+            mode = 0o640
+            [[nics]]
+            index = 0
+            addresses = ["10.0.0.1/24"]
+            wiring = { kind = "wire", local = "/tmp/a", remote = "/tmp/b" }
+            [[routes]]
+            dst = "default"
+            via = "10.0.0.254"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.resources.memory, Some(ByteSize(64 << 20)));
+        assert_eq!(spec.files[0].mode, 0o640);
+        assert_eq!(
+            spec.nics[0].wiring,
+            Wiring::Wire {
+                local: "/tmp/a".into(),
+                remote: "/tmp/b".into()
+            }
+        );
+        assert_eq!(spec.hostname(), "r1");
+        assert_eq!(spec.api_socket(), PathBuf::from("/run/vbet/ospf/r1.sock"));
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut spec = VmSpec::named("a");
+        spec.resources.memory = Some(ByteSize(1 << 20));
+        assert!(matches!(spec.validate(), Err(SpecError::MemoryTooSmall(_))));
+        let mut spec = VmSpec::named("a");
+        spec.image = "nope".into();
+        assert!(matches!(spec.validate(), Err(SpecError::UnknownImage(_))));
+        let mut spec = VmSpec::named("a b");
+        assert!(spec.validate().is_err());
+        spec.name = "ok".into();
+        spec.nics.push(NicSpec {
+            index: 0,
+            mac: None,
+            addresses: vec!["10.0.0.1".into()],
+            wiring: Wiring::None,
+        });
+        assert!(spec.validate().is_err());
+        spec.nics[0].addresses = vec![];
+        spec.nics[0].wiring = Wiring::Switch {
+            ctl: "/nonexistent/ctl".into(),
+        };
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("is the switch running"), "{err}");
+    }
+
+    #[test]
+    fn parses_sizes_and_macs() {
+        assert_eq!("1G".parse::<ByteSize>().unwrap(), ByteSize(1 << 30));
+        assert_eq!("512k".parse::<ByteSize>().unwrap(), ByteSize(512 << 10));
+        assert!("x".parse::<ByteSize>().is_err());
+        assert_eq!(parse_mac("02:00:00:00:00:01").unwrap(), [2, 0, 0, 0, 0, 1]);
+        assert!(parse_mac("01:00:00:00:00:01").is_err());
+        assert_eq!("fd00::1/64".parse::<Cidr>().unwrap().prefix, 64);
+        assert!("10.0.0.1/33".parse::<Cidr>().is_err());
+    }
+}

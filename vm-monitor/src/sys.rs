@@ -1,0 +1,234 @@
+//! Every raw system call of the crate, behind small safe functions.
+//!
+//! Everything here is a thin wrapper: the policy (which namespaces, which
+//! filter, which device) is decided by the callers.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
+
+/// Retries `f` while it fails with EINTR.
+pub fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The result of [`fork_into_namespaces`], seen from each side.
+pub enum Forked {
+    /// In the parent: the child's host PID.
+    Parent(libc::pid_t),
+    /// In the child.
+    Child,
+}
+
+/// Forks into new namespaces (`flags` are `CLONE_NEW*` bits), like
+/// `fork()`: the child starts with a copy of the caller's memory.
+///
+/// The caller must be single-threaded (no async runtime yet), as after any
+/// fork.
+pub fn fork_into_namespaces(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: clone without CLONE_VM and with a NULL stack behaves as
+    // fork(): the child gets its own copy of the address space and
+    // continues on its own copy of the stack; no pointer is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match check(rc)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as libc::pid_t)),
+    }
+}
+
+/// Plain `fork()`; the caller must be single-threaded.
+pub fn fork() -> io::Result<Forked> {
+    fork_into_namespaces(0)
+}
+
+/// Opens a pidfd for `pid` (readable once the process has exited).
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let rc = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
+}
+
+/// Ends the calling process at once, without running destructors or
+/// flushing stdio (what a forked child must do).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETCARRIER: libc::c_ulong = 0x4004_54e2;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens `/dev/net/tun` and creates (or attaches to) the TAP device `name`
+/// in the calling thread's network namespace. The fd is non-blocking.
+pub fn tap_open(name: &str) -> io::Result<OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let path = CString::new("/dev/net/tun").expect("no NUL");
+    // SAFETY: path is a valid NUL-terminated string.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    check(fd as libc::c_long)?;
+    // SAFETY: open returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads a struct ifreq, which IfReqFlags lays out
+    // (name, flags, padding to the union's size); it lives across the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } as libc::c_long)?;
+    Ok(fd)
+}
+
+/// Turns the carrier of a TAP device on or off (Linux ≥ 5.0).
+pub fn tap_set_carrier(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+    let value: libc::c_int = on.into();
+    // SAFETY: TUNSETCARRIER reads one int through the pointer, which is
+    // valid for the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETCARRIER, &value) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Installs a seccomp BPF filter on the calling thread (inherited by its
+/// children) without setting `no_new_privs`: the caller must hold
+/// CAP_SYS_ADMIN. Setuid programs in the guest keep working that way.
+pub fn seccomp_install(filter: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points to `len` valid instructions that outlive the
+    // call; the kernel copies them.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    })?;
+    Ok(())
+}
+
+/// Sets the size of the terminal behind `fd`.
+pub fn set_window_size(fd: &impl AsRawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a struct winsize, valid for the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Makes the child of `cmd` a session leader whose controlling terminal
+/// is its stdin (which must be a terminal).
+pub fn command_with_controlling_tty(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes two async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends one datagram with `fds` attached (SCM_RIGHTS).
+pub fn send_with_fds(sock: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [io::IoSlice::new(data)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
+    retry_eintr(|| {
+        sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(io::Error::from)
+    })?;
+    Ok(())
+}
+
+/// Receives one datagram into `buf` with up to 4 attached fds (made
+/// close-on-exec). Returns the length (0 = the peer closed).
+pub fn recv_with_fds(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: the kernel just installed these descriptors in
+                // our table for us; nothing else owns them.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Registers an owned fd with the current tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid open descriptor that stays open and
+    // keeps its number for as long as the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}

@@ -1,0 +1,483 @@
+//! One VM's life: booting it (before any thread exists), running it (in the
+//! async runtime) and tearing it down.
+//!
+//! What is left if the monitor is SIGKILLed, and who removes it:
+//! - guest processes: the init has PR_SET_PDEATHSIG(SIGKILL) and also exits
+//!   on EOF of its channel; when PID 1 of a PID namespace dies the kernel
+//!   kills the rest;
+//! - network namespace and TAPs: referenced only by the guest's processes
+//!   and the monitor's fds, so they vanish with both;
+//! - mounts: they live in the VM's mount namespace, which vanishes with
+//!   its last process;
+//! - the cgroup directories, socket files, staging directory and lock file:
+//!   a reaper process, forked at boot before anything else exists, waits
+//!   for EOF on a pipe that only the monitor holds; then it waits for the
+//!   cgroup to empty and removes them all. It holds the VM's lock while it
+//!   works, so a new VM of the same name waits for a clean slate.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::{broadcast, watch};
+use vbet_proto::vbet::vm::v1 as pb;
+
+use crate::cgroup::{Cgroup, CgroupError, Hierarchy};
+use crate::exec::Processes;
+use crate::nic::{self, NicState};
+use crate::spec::{SpecError, VmSpec, Wiring};
+use crate::sys;
+
+/// A failed boot or teardown.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A VM of that lab and name exists.
+    #[error("VM {name} of lab {lab} is already running (lock {lock})")]
+    NameClash {
+        /// VM name.
+        name: String,
+        /// Lab.
+        lab: String,
+        /// The held lock file.
+        lock: PathBuf,
+    },
+    /// The cgroup failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A NIC failed.
+    #[error(transparent)]
+    Nic(#[from] nic::NicError),
+    /// The guest init reported a failure.
+    #[error("building the VM failed in the guest: {0}")]
+    Guest(String),
+    /// Host I/O failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Teardown left things behind.
+    #[error("teardown left things behind: {}", .0.join("; "))]
+    Teardown(Vec<String>),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |source| VmError::Io { what, source }
+}
+
+/// A VM whose guest init runs (created before the async runtime).
+pub struct Booted {
+    spec: VmSpec,
+    cgroup: Cgroup,
+    init_pid: libc::pid_t,
+    channel: OwnedFd,
+    lock: Flock<File>,
+    reaper: OwnedFd,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Booted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Booted")
+            .field("name", &self.spec.name)
+            .field("init_pid", &self.init_pid)
+            .finish()
+    }
+}
+
+/// Paths the VM creates on the host (removed at teardown or by the reaper).
+fn host_paths(spec: &VmSpec) -> Vec<PathBuf> {
+    let mut paths = vec![spec.api_socket(), spec.staging_dir()];
+    for n in &spec.nics {
+        if let Wiring::Wire { local, .. } = &n.wiring {
+            paths.push(local.clone());
+        }
+    }
+    paths
+}
+
+fn remove_path(path: &std::path::Path) -> Result<(), std::io::Error> {
+    let r = if path.is_dir() {
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn try_lock(path: &std::path::Path) -> Result<Option<Flock<File>>, VmError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(format!("opening lock {}", path.display())))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(VmError::Io {
+            what: format!("locking {}", path.display()),
+            source: e.into(),
+        }),
+    }
+}
+
+/// Boots the VM: validates, takes the name, creates the cgroup, forks the
+/// reaper and the guest init in new namespaces. Must run before any other
+/// thread exists (no async runtime yet).
+pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
+    spec.validate()?;
+    let lower = spec.image_dir()?;
+    if let Some(n) = spec
+        .nics
+        .iter()
+        .find(|n| matches!(n.wiring, Wiring::Switch { .. }))
+    {
+        return Err(nic::NicError::SwitchUnsupported(n.index).into());
+    }
+    let clash = || VmError::NameClash {
+        name: spec.name.clone(),
+        lab: spec.lab.clone(),
+        lock: spec.lock_path(),
+    };
+    let cgroup = Cgroup::new(
+        Hierarchy::detect(std::path::Path::new("/sys/fs/cgroup"))?,
+        &spec.cgroup_name(),
+    );
+    // Checks before creating anything: a held lock or a busy cgroup.
+    if spec.lock_path().exists() {
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(spec.lock_path())
+            .ok()
+            .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err())
+            .unwrap_or(false);
+        if held {
+            return Err(clash());
+        }
+    }
+    if cgroup.in_use() {
+        return Err(clash());
+    }
+
+    let run_dir = spec.run_dir();
+    std::fs::create_dir_all(&run_dir)
+        .map_err(io_err(format!("creating run dir {}", run_dir.display())))?;
+    let lock = try_lock(&spec.lock_path())?.ok_or_else(clash)?;
+    // From here on, everything made is undone on failure.
+    let undo = |cgroup: &Cgroup, spec: &VmSpec| {
+        let _ = cgroup.remove(Duration::from_secs(2));
+        for p in host_paths(spec) {
+            let _ = remove_path(&p);
+        }
+        let _ = std::fs::remove_file(spec.lock_path());
+    };
+    let result = (|| {
+        cgroup.create(&spec.resources)?;
+        std::fs::create_dir_all(spec.staging_dir())
+            .map_err(io_err(format!("creating {}", spec.staging_dir().display())))?;
+        let reaper = fork_reaper(&spec, &cgroup)?;
+        let (channel, guest_end) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| VmError::Io {
+            what: "control socketpair".into(),
+            source: e.into(),
+        })?;
+        let setup = crate::init::GuestSetup {
+            channel: guest_end,
+            hostname: spec.hostname().to_owned(),
+            cgroup_procs: cgroup.procs_files(),
+            steps: crate::rootfs::plan(&spec, &lower),
+        };
+        let flags = libc::CLONE_NEWNS
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET;
+        match sys::fork_into_namespaces(flags).map_err(io_err("forking the guest init"))? {
+            sys::Forked::Child => {
+                drop(channel);
+                drop(reaper);
+                crate::init::guest_main(setup)
+            }
+            sys::Forked::Parent(pid) => {
+                drop(setup);
+                Ok((pid, channel, reaper))
+            }
+        }
+    })();
+    match result {
+        Ok((init_pid, channel, reaper)) => Ok(Booted {
+            spec,
+            cgroup,
+            init_pid,
+            channel,
+            lock,
+            reaper,
+            started: Instant::now(),
+        }),
+        Err(e) => {
+            undo(&cgroup, &spec);
+            drop(lock);
+            Err(e)
+        }
+    }
+}
+
+/// Forks the reaper; returns the pipe end whose closing sets it to work.
+fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<OwnedFd, VmError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| VmError::Io {
+            what: "reaper pipe".into(),
+            source: e.into(),
+        })?;
+    match sys::fork().map_err(io_err("forking the reaper"))? {
+        sys::Forked::Child => {
+            drop(write);
+            let _ = nix::unistd::setsid();
+            let _ = nix::sys::prctl::set_name(c"vbet-reaper");
+            // Block until every copy of the write end is closed: the
+            // monitor exited (cleanly or not) and so did the guest init.
+            let mut byte = [0u8; 1];
+            while let Ok(n) = nix::unistd::read(&read, &mut byte) {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = cgroup.remove(Duration::from_secs(10));
+            for p in host_paths(spec) {
+                let _ = remove_path(&p);
+            }
+            let _ = std::fs::remove_file(spec.lock_path());
+            sys::exit_now(0)
+        }
+        sys::Forked::Parent(_) => {
+            drop(read);
+            Ok(write)
+        }
+    }
+}
+
+/// What the API sees of a running VM.
+pub struct Vm {
+    /// The spec.
+    pub spec: VmSpec,
+    /// The cgroup.
+    pub cgroup: Cgroup,
+    /// Host PID of the guest init.
+    pub init_pid: u32,
+    /// When the boot started.
+    pub started: Instant,
+    /// Processes (the init's channel).
+    pub procs: Processes,
+    /// NICs.
+    pub nics: Vec<Arc<NicState>>,
+    /// State changes.
+    pub state: watch::Sender<pb::VmState>,
+    /// Events.
+    pub events: broadcast::Sender<pb::Event>,
+    /// Set by the Shutdown RPC: (grace).
+    pub shutdown: watch::Sender<Option<Duration>>,
+    lock: Mutex<Option<Flock<File>>>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm").field("name", &self.spec.name).finish()
+    }
+}
+
+impl Vm {
+    /// Records a state change and tells the event stream.
+    pub fn set_state(&self, state: pb::VmState) {
+        self.state.send_replace(state);
+        let _ = self.events.send(pb::Event {
+            time_ms: crate::exec::now_ms(),
+            kind: Some(pb::event::Kind::State(state as i32)),
+        });
+    }
+}
+
+/// Runs a booted VM until `stop` resolves, a Shutdown request, or the
+/// guest's end; then tears it down. `ready` is called once the VM is ready.
+pub async fn run(
+    booted: Booted,
+    stop: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(&Vm),
+) -> Result<(), VmError> {
+    let Booted {
+        spec,
+        cgroup,
+        init_pid,
+        channel,
+        lock,
+        reaper,
+        started,
+    } = booted;
+    let pidfd = sys::pidfd_open(init_pid).map_err(io_err("pidfd of the guest init"))?;
+    let init_exit = sys::async_fd(pidfd).map_err(io_err("watching the guest init"))?;
+    let (events, _) = broadcast::channel(256);
+    let (setup_tx, setup_rx) = tokio::sync::oneshot::channel();
+    let procs =
+        Processes::start(channel, setup_tx, events.clone()).map_err(io_err("init channel"))?;
+
+    let api_socket = spec.api_socket();
+    let mut cleanup = Cleanup {
+        spec: spec.clone(),
+        cgroup: cgroup.clone(),
+        init_pid,
+    };
+    let booting = async {
+        let netns = File::open(format!("/proc/{init_pid}/ns/net"))
+            .map_err(io_err("opening the guest's network namespace"))?;
+        let nics_plan = nic::plan(&spec);
+        let routes = spec.routes.clone();
+        let taps = tokio::task::spawn_blocking(move || {
+            nic::create(OwnedFd::from(netns), nics_plan, routes)
+        })
+        .await
+        .map_err(|e| VmError::Io {
+            what: "NIC setup".into(),
+            source: std::io::Error::other(e),
+        })??;
+        let mut nics = Vec::new();
+        for tap in taps {
+            nics.push(nic::start(tap)?);
+        }
+        match tokio::time::timeout(Duration::from_secs(60), setup_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(VmError::Guest(e)),
+            Ok(Err(_)) => return Err(VmError::Guest("the guest init exited during setup".into())),
+            Err(_) => return Err(VmError::Guest("setup timed out".into())),
+        }
+        // The guest has pivoted away from the staging directory.
+        let _ = std::fs::remove_dir(spec.staging_dir());
+        Ok::<_, VmError>(nics)
+    };
+    let nics = match booting.await {
+        Ok(n) => n,
+        Err(e) => {
+            cleanup.kill_and_remove(Duration::ZERO).await;
+            drop(lock);
+            drop(reaper);
+            return Err(e);
+        }
+    };
+    let (state, _) = watch::channel(pb::VmState::Booting);
+    let (shutdown, mut shutdown_rx) = watch::channel(None);
+    let vm = Arc::new(Vm {
+        spec: spec.clone(),
+        cgroup: cgroup.clone(),
+        init_pid: init_pid as u32,
+        started,
+        procs: procs.clone(),
+        nics,
+        state,
+        events: events.clone(),
+        shutdown,
+        lock: Mutex::new(Some(lock)),
+    });
+    let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = match crate::api::serve(vm.clone(), &api_socket, async {
+        let _ = server_stop_rx.await;
+    }) {
+        Ok(s) => tokio::spawn(s),
+        Err(e) => {
+            cleanup.kill_and_remove(Duration::ZERO).await;
+            return Err(e);
+        }
+    };
+    for line in &spec.commands {
+        if let Err(e) = crate::exec::start_command(&procs, line).await {
+            tracing::warn!(command = %line, "start command failed: {e}");
+        }
+    }
+    vm.set_state(pb::VmState::Running);
+    ready(&vm);
+    tracing::info!(vm = %spec.name, lab = %spec.lab, init_pid, "ready");
+
+    let grace = tokio::select! {
+        _ = stop => Some(Duration::from_secs(5)),
+        g = shutdown_rx.wait_for(|s| s.is_some()) => g.ok().and_then(|g| *g),
+        _ = init_exit.readable() => None,
+    };
+    vm.set_state(pb::VmState::Stopping);
+    if let Some(grace) = grace {
+        tracing::info!(vm = %spec.name, "shutting down");
+        let _ = procs.shutdown(grace).await;
+        let waited =
+            tokio::time::timeout(grace + Duration::from_secs(1), init_exit.readable()).await;
+        if waited.is_err() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    } else {
+        tracing::warn!(vm = %spec.name, "the guest init exited");
+    }
+    let _ = init_exit.readable().await;
+    vm.set_state(pb::VmState::Stopped);
+    let _ = server_stop_tx.send(());
+    let _ = server.await;
+    let errors = cleanup.kill_and_remove(Duration::ZERO).await;
+    drop(vm.lock.lock().expect("not poisoned").take());
+    drop(reaper);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(VmError::Teardown(errors))
+    }
+}
+
+struct Cleanup {
+    spec: VmSpec,
+    cgroup: Cgroup,
+    init_pid: libc::pid_t,
+}
+
+impl Cleanup {
+    /// Kills the guest (if alive), then removes everything on the host;
+    /// keeps going past failures and returns them all.
+    async fn kill_and_remove(&mut self, _grace: Duration) -> Vec<String> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.init_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.init_pid), None);
+        let cgroup = self.cgroup.clone();
+        let mut errors: Vec<String> =
+            tokio::task::spawn_blocking(move || cgroup.remove(Duration::from_secs(5)))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| crate::error_chain(&e))
+                .collect();
+        for p in host_paths(&self.spec) {
+            if let Err(e) = remove_path(&p) {
+                errors.push(format!("removing {}: {e}", p.display()));
+            }
+        }
+        if let Err(e) = remove_path(&self.spec.lock_path()) {
+            errors.push(format!("removing {}: {e}", self.spec.lock_path().display()));
+        }
+        errors
+    }
+}
