@@ -1,1 +1,79 @@
-//! The vBET switch daemon: a learning Ethernet switch on the uml_switch/VDE port protocol
+//! The vBET switch and hub daemons.
+//!
+//! One process serves one switch or hub: a control socket speaking the
+//! uml_switch/VDE port protocol version 3 (so UML kernels, VDE tools, QEMU
+//! and vBET VMs plug in unchanged), a [`fabric::Fabric`] that moves frames
+//! between ports, and the `Switch` gRPC API ([`api::SwitchService`]).
+//! switchd and hubd differ only in the forwarding decision.
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod fabric;
+pub mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vbet_port::forward::Forwarding;
+
+use crate::config::{Args, Config};
+
+/// The whole of a daemon's `main`: flags, configuration, logging, runtime,
+/// signals, readiness; errors become one message and exit code 1.
+pub fn main_for(mode: Forwarding) -> ExitCode {
+    let args = Args::parse();
+    let env_prefix = match mode {
+        Forwarding::Switch => "SWITCHD",
+        Forwarding::Hub => "HUBD",
+    };
+    let config = match Config::load(&args, env_prefix) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    if args.show_config {
+        print!("{}", toml::to_string(&config).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    logging::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let result = runtime.block_on(daemon::run(config, mode, shutdown_signal(), || {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Prints an error with its whole chain of causes, once.
+fn fail(error: &dyn std::error::Error) -> ExitCode {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,3 +1,5 @@
-//! The vBET switch daemon: a learning Ethernet switch on the uml_switch/VDE port protocol
+//! `switchd`: a learning Ethernet switch for vBET labs.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    switchd::main_for(vbet_port::forward::Forwarding::Switch)
+}

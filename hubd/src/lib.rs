@@ -1,1 +1,0 @@
-//! The vBET hub daemon: repeats every frame to every other port

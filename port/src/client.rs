@@ -1,0 +1,147 @@
+//! The client side of the port protocol: plugging a NIC into a switch
+//! (ours, Debian's `uml_switch` or `vde_switch`).
+
+use std::io::{self, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::protocol::{RawSockAddr, Request, SOCKADDR_LEN};
+use crate::socket::{DATA_BUFFER_BYTES, size_buffers};
+
+/// How long the switch may take to answer.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why plugging into a switch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The control socket could not be reached.
+    #[error("cannot connect to switch control socket {path} (is the switch running?)")]
+    Connect {
+        /// The control socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Our data socket could not be created.
+    #[error("cannot create the data socket for a port on {path}")]
+    DataSocket {
+        /// The control socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The switch closed the connection instead of answering.
+    #[error("switch at {path} refused the port (closed the connection without a reply)")]
+    Refused {
+        /// The control socket.
+        path: PathBuf,
+    },
+    /// The exchange failed midway.
+    #[error("port handshake with {path} failed")]
+    Handshake {
+        /// The control socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A port on a switch: the control connection (the port lives as long as
+/// it is open) and a datagram socket connected to the switch's data socket.
+#[derive(Debug)]
+pub struct ClientPort {
+    /// The control connection; EOF on it means the switch went away.
+    pub ctl: UnixStream,
+    /// Frames to and from the switch, one per datagram.
+    pub data: UnixDatagram,
+    /// Where the switch told us to send frames.
+    pub switch_addr: RawSockAddr,
+    /// The control socket path used.
+    pub ctl_path: PathBuf,
+}
+
+/// The control socket of a switch given either the socket itself or its
+/// directory (VDE style: `DIR/ctl`).
+pub fn control_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("ctl")
+    } else {
+        path.to_owned()
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh abstract address for one of our data sockets, full length as
+/// UML binds them.
+fn fresh_data_addr() -> RawSockAddr {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let name = format!(
+        "vbet-port-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    RawSockAddr::abstract_name(name.as_bytes())
+}
+
+/// Plugs a new port into the switch at `ctl` (socket or directory).
+///
+/// The request has UML's shape (124 bytes: header and two zero bytes of
+/// padding, no description), the one form every switch accepts:
+/// `uml_switch` reads a trailing description as a broken second request
+/// and drops the port.
+pub fn connect(ctl: &Path) -> Result<ClientPort, ClientError> {
+    let path = control_path(ctl);
+    let mut stream = UnixStream::connect(&path).map_err(|source| ClientError::Connect {
+        path: path.clone(),
+        source,
+    })?;
+    let data_err = |source| ClientError::DataSocket {
+        path: path.clone(),
+        source,
+    };
+    let local = fresh_data_addr();
+    let local_sa = SocketAddr::from_abstract_name(&local.0[3..]).map_err(data_err)?;
+    let data = UnixDatagram::bind_addr(&local_sa).map_err(data_err)?;
+    size_buffers(&data, DATA_BUFFER_BYTES);
+
+    let hs_err = |source| ClientError::Handshake {
+        path: path.clone(),
+        source,
+    };
+    let mut request = Request::new_port(local, "").encode();
+    request.extend_from_slice(&[0, 0]);
+    stream.write_all(&request).map_err(hs_err)?;
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(hs_err)?;
+    let mut reply = [0u8; SOCKADDR_LEN];
+    match stream.read_exact(&mut reply) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(ClientError::Refused { path });
+        }
+        Err(e) => return Err(hs_err(e)),
+    }
+    stream.set_read_timeout(None).map_err(hs_err)?;
+    let switch_addr = RawSockAddr(reply);
+    let target = switch_addr
+        .to_socket_addr()
+        .map_err(|e| hs_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    data.connect_addr(&target).map_err(hs_err)?;
+    Ok(ClientPort {
+        ctl: stream,
+        data,
+        switch_addr,
+        ctl_path: path,
+    })
+}

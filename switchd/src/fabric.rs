@@ -1,0 +1,429 @@
+//! The fabric of one switch or hub: its ports, its MAC table and the
+//! forwarding of frames between ports.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::net::{UnixDatagram, UnixStream};
+use tokio::task::AbortHandle;
+use vbet_port::capture::{CaptureTap, Direction};
+use vbet_port::counters::{Counters, DropReason, accumulate};
+use vbet_port::forward::{Destination, Forwarding, decide};
+use vbet_port::frame::{Frame, HEADER_LEN, tag_into, untag_into};
+use vbet_port::link::{Delivery, PortLink, Sink};
+use vbet_port::mac_table::{MacTable, PortId};
+use vbet_port::protocol::{RawSockAddr, Request};
+use vbet_port::server::{bind_private, reclaim_stale};
+use vbet_port::socket::{DATA_BUFFER_BYTES, PeerCred, size_buffers};
+use vbet_port::vlan::{Egress, VlanConfig};
+use vbet_proto::vbet::port::v1 as pb;
+
+/// Limits and behaviour of a fabric.
+#[derive(Debug, Clone)]
+pub struct FabricConfig {
+    /// Switch or hub.
+    pub mode: Forwarding,
+    /// Most ports at once.
+    pub max_ports: u32,
+    /// Largest frame accepted, bytes.
+    pub max_frame: usize,
+    /// Bound on learned MACs.
+    pub mac_capacity: usize,
+    /// MAC aging time.
+    pub mac_aging: Duration,
+    /// Where per-port data sockets are created, as `<prefix>.<port>`.
+    pub data_prefix: PathBuf,
+    /// Permissions of the data socket files.
+    pub socket_mode: u32,
+}
+
+/// Counts of misbehaving peers.
+#[derive(Debug, Default)]
+pub struct ProtocolErrors {
+    /// Closed or stalled before a whole request.
+    pub short_request: AtomicU64,
+    /// Wrong magic.
+    pub bad_magic: AtomicU64,
+    /// Wrong version.
+    pub bad_version: AtomicU64,
+    /// Not a "new port" request.
+    pub bad_request_type: AtomicU64,
+    /// The client's data socket could not be reached.
+    pub unreachable_peer: AtomicU64,
+    /// Every port taken.
+    pub ports_exhausted: AtomicU64,
+}
+
+/// One connected port.
+#[derive(Debug)]
+pub struct SwitchPort {
+    /// Its number.
+    pub id: PortId,
+    /// Who connected (SO_PEERCRED).
+    pub peer: PeerCred,
+    /// The client's description, if it sent one.
+    pub description: String,
+    /// The client's data socket address.
+    pub peer_addr: RawSockAddr,
+    /// When it connected.
+    pub connected: Instant,
+    /// State, impairments, counters.
+    pub link: PortLink,
+    /// 802.1Q configuration.
+    pub vlan: RwLock<VlanConfig>,
+    data_path: PathBuf,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// Why a port could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// Every port is taken.
+    #[error("all {0} ports are in use")]
+    Exhausted(u32),
+    /// The data socket could not be created.
+    #[error("cannot create data socket {path}")]
+    DataSocket {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The client's data socket could not be reached.
+    #[error("cannot reach the client's data socket {addr}")]
+    Unreachable {
+        /// The client's address.
+        addr: RawSockAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A switch or hub.
+#[derive(Debug)]
+pub struct Fabric {
+    config: FabricConfig,
+    ports: RwLock<BTreeMap<PortId, Arc<SwitchPort>>>,
+    table: Mutex<MacTable>,
+    capture: CaptureTap,
+    retired: Mutex<pb::Counters>,
+    /// Handshake and peer errors, by kind.
+    pub errors: ProtocolErrors,
+    started: Instant,
+}
+
+impl Fabric {
+    /// An empty fabric.
+    pub fn new(config: FabricConfig) -> Arc<Fabric> {
+        Arc::new(Fabric {
+            table: Mutex::new(MacTable::new(config.mac_capacity, config.mac_aging)),
+            config,
+            ports: RwLock::default(),
+            capture: CaptureTap::default(),
+            retired: Mutex::default(),
+            errors: ProtocolErrors::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &FabricConfig {
+        &self.config
+    }
+
+    /// Time since it started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The capture fan-out of every port.
+    pub fn capture(&self) -> &CaptureTap {
+        &self.capture
+    }
+
+    /// The connected ports, by number.
+    pub fn ports(&self) -> Vec<Arc<SwitchPort>> {
+        self.ports
+            .read()
+            .expect("ports poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// One port.
+    pub fn port(&self, id: PortId) -> Option<Arc<SwitchPort>> {
+        self.ports.read().expect("ports poisoned").get(&id).cloned()
+    }
+
+    /// The MAC table, locked.
+    pub fn mac_table(&self) -> std::sync::MutexGuard<'_, MacTable> {
+        self.table.lock().expect("MAC table poisoned")
+    }
+
+    /// Counters summed over every port, including ports that are gone.
+    pub fn totals(&self) -> pb::Counters {
+        let mut total = *self.retired.lock().expect("totals poisoned");
+        for port in self.ports() {
+            accumulate(&mut total, &port.link.counters().snapshot());
+        }
+        total
+    }
+
+    fn data_path(&self, id: PortId) -> PathBuf {
+        let mut path = self.config.data_prefix.clone().into_os_string();
+        path.push(format!(".{id}"));
+        path.into()
+    }
+
+    fn free_id(&self, requested: Option<u32>) -> Option<PortId> {
+        let ports = self.ports.read().expect("ports poisoned");
+        let in_range = |id: &u32| (1..=self.config.max_ports).contains(id);
+        requested
+            .filter(|id| in_range(id) && !ports.contains_key(id))
+            .or_else(|| (1..=self.config.max_ports).find(|id| !ports.contains_key(id)))
+    }
+
+    /// Makes a port for a client that sent `request`: binds its data
+    /// socket, connects it to the client, and starts moving frames.
+    /// Returns the port and the address to reply with; hand the control
+    /// connection to [`Fabric::watch_control`] once the reply is sent.
+    pub fn add_port(
+        self: &Arc<Self>,
+        request: &Request,
+        peer: PeerCred,
+    ) -> Result<(Arc<SwitchPort>, RawSockAddr), PortError> {
+        let id = self
+            .free_id(request.requested_port)
+            .ok_or(PortError::Exhausted(self.config.max_ports))?;
+        let data_path = self.data_path(id);
+        let data_err = |source| PortError::DataSocket {
+            path: data_path.clone(),
+            source,
+        };
+        if reclaim_stale(&data_path).is_err() {
+            let _ = std::fs::remove_file(&data_path);
+        }
+        let data = bind_private(&data_path, self.config.socket_mode, |p| {
+            std::os::unix::net::UnixDatagram::bind(p)
+        })
+        .map_err(data_err)?;
+        let reply = RawSockAddr::pathname(&data_path).map_err(|e| {
+            let _ = std::fs::remove_file(&data_path);
+            data_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        let connected = request
+            .data_addr
+            .to_socket_addr()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+            .and_then(|addr| data.connect_addr(&addr))
+            .and_then(|()| data.set_nonblocking(true));
+        if let Err(source) = connected {
+            let _ = std::fs::remove_file(&data_path);
+            return Err(PortError::Unreachable {
+                addr: request.data_addr,
+                source,
+            });
+        }
+        size_buffers(&data, DATA_BUFFER_BYTES);
+        let data = Arc::new(UnixDatagram::from_std(data).map_err(data_err)?);
+
+        let counters: Arc<Counters> = Arc::default();
+        let inbound: Sink = {
+            let fabric = Arc::downgrade(self);
+            Arc::new(move |frame: &[u8]| {
+                if let Some(fabric) = Weak::upgrade(&fabric) {
+                    fabric.forward(id, frame);
+                }
+                Delivery::Sent
+            })
+        };
+        let outbound: Sink = {
+            let data = data.clone();
+            let counters = counters.clone();
+            Arc::new(move |frame: &[u8]| match data.try_send(frame) {
+                Ok(_) => {
+                    counters.tx(frame.len());
+                    Delivery::Sent
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Delivery::Busy,
+                Err(_) => Delivery::Failed,
+            })
+        };
+        let port = Arc::new(SwitchPort {
+            id,
+            peer,
+            description: request.description.clone(),
+            peer_addr: request.data_addr,
+            connected: Instant::now(),
+            link: PortLink::new(counters, inbound, outbound),
+            vlan: RwLock::default(),
+            data_path,
+            tasks: Mutex::default(),
+        });
+        self.ports
+            .write()
+            .expect("ports poisoned")
+            .insert(id, port.clone());
+        let receive = tokio::spawn(receive_frames(Arc::downgrade(self), port.clone(), data));
+        port.tasks
+            .lock()
+            .expect("tasks poisoned")
+            .push(receive.abort_handle());
+        Ok((port, reply))
+    }
+
+    /// Keeps port `id` as long as its control connection stays open.
+    pub fn watch_control(self: &Arc<Self>, id: PortId, ctl: UnixStream) {
+        let Some(port) = self.port(id) else { return };
+        let watch = tokio::spawn(watch_control(Arc::downgrade(self), id, ctl));
+        port.tasks
+            .lock()
+            .expect("tasks poisoned")
+            .push(watch.abort_handle());
+    }
+
+    /// Removes a port: its frames stop, its MACs are forgotten, its data
+    /// socket file is removed.
+    pub fn remove_port(&self, id: PortId) {
+        let Some(port) = self.ports.write().expect("ports poisoned").remove(&id) else {
+            return;
+        };
+        self.mac_table().remove_port(id);
+        for task in port.tasks.lock().expect("tasks poisoned").drain(..) {
+            task.abort();
+        }
+        accumulate(
+            &mut self.retired.lock().expect("totals poisoned"),
+            &port.link.counters().snapshot(),
+        );
+        let _ = std::fs::remove_file(&port.data_path);
+        tracing::info!(port = id, "port closed");
+    }
+
+    /// Removes every port (at shutdown).
+    pub fn remove_all(&self) {
+        let ids: Vec<PortId> = self.ports().iter().map(|p| p.id).collect();
+        for id in ids {
+            self.remove_port(id);
+        }
+    }
+
+    /// Forwards a frame that came in on port `ingress` (and passed its
+    /// inbound impairments).
+    pub fn forward(&self, ingress: PortId, bytes: &[u8]) {
+        let Ok(frame) = Frame::new_checked(bytes) else {
+            return;
+        };
+        let ports = self.ports.read().expect("ports poisoned");
+        let Some(in_port) = ports.get(&ingress) else {
+            return;
+        };
+        let Some(vlan) = in_port.vlan.read().expect("vlan poisoned").classify(&frame) else {
+            return in_port.link.counters().dropped(DropReason::Vlan);
+        };
+        let destination = decide(
+            self.config.mode,
+            &mut self.mac_table(),
+            ingress,
+            vlan,
+            &frame,
+            Instant::now(),
+        );
+        match destination {
+            Destination::Filter => {}
+            Destination::Port(id) => {
+                if let Some(out) = ports.get(&id) {
+                    self.emit(out, vlan, &frame);
+                }
+            }
+            Destination::Flood => {
+                for out in ports.values().filter(|p| p.id != ingress) {
+                    self.emit(out, vlan, &frame);
+                }
+            }
+        }
+    }
+
+    fn emit(&self, out: &SwitchPort, vlan: u16, frame: &Frame<'_>) {
+        let egress = out.vlan.read().expect("vlan poisoned").egress(vlan);
+        let mut scratch = Vec::new();
+        let bytes = match egress {
+            Egress::Blocked => return,
+            Egress::Untagged if frame.vlan().is_none() => frame.as_bytes(),
+            Egress::Untagged => {
+                untag_into(frame, &mut scratch);
+                &scratch
+            }
+            Egress::Tagged => {
+                tag_into(frame, vlan, &mut scratch);
+                &scratch
+            }
+        };
+        self.capture.record(out.id, Direction::Out, bytes);
+        out.link.transmit(bytes);
+    }
+}
+
+/// Reads the frames a port's client sends until the port is removed.
+async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<UnixDatagram>) {
+    let mut buf = vec![0u8; 65536];
+    let counters = port.link.counters().clone();
+    let Some(max_frame) = fabric.upgrade().map(|f| f.config.max_frame) else {
+        return;
+    };
+    loop {
+        let n = match data.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(port = port.id, error = %e, "data socket error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if n < HEADER_LEN {
+            counters.rx(n);
+            counters.dropped(DropReason::Runt);
+            continue;
+        }
+        if n > max_frame {
+            counters.rx(n);
+            counters.dropped(DropReason::Oversize);
+            continue;
+        }
+        let Some(fabric) = fabric.upgrade() else {
+            return;
+        };
+        fabric.capture.record(port.id, Direction::In, &buf[..n]);
+        port.link.receive(&buf[..n]);
+    }
+}
+
+/// Waits for the client to close its control connection, then removes
+/// its port. Nothing else is ever read from it.
+async fn watch_control(fabric: Weak<Fabric>, id: PortId, ctl: UnixStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        if ctl.readable().await.is_err() {
+            break;
+        }
+        match ctl.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => tracing::debug!(
+                port = id,
+                bytes = n,
+                "ignored bytes on a control connection"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(fabric) = fabric.upgrade() {
+        fabric.remove_port(id);
+    }
+}

@@ -1,0 +1,104 @@
+//! Interoperation with Debian's peers: VDE's `vde_plug2tap` on our switch,
+//! and our client side on `uml_switch` and `vde_switch`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use vbet_tests::netns::TapEndpoint;
+use vbet_tests::process::Spawned;
+use vbet_tests::switch::{RawPort, SwitchDaemon, test_frame};
+use vbet_tests::uml::UmlGuest;
+use vbet_tests::{require, unique_name, wait_for};
+
+#[test]
+fn vde_plug2tap_endpoint_and_uml_guest_ping_through_switchd() {
+    if !require(&["linux.uml", "busybox", "vde_plug2tap", "ip"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sw = SwitchDaemon::start("switchd", &dir.path().join("sw"), &[]);
+    let tap = TapEndpoint::new(&unique_name("vbt"), &sw.dir, "10.9.2.1/24", dir.path());
+    let guest = UmlGuest::start(
+        "g",
+        dir.path(),
+        "02:00:00:00:0b:02",
+        &sw.ctl(),
+        "ip addr add 10.9.2.2/24 dev eth0\nping -n -c 3 -i 0.2 -W 1 -w 30 10.9.2.1\necho VBET-PING rc=$?",
+    );
+    let out = guest.wait_for_output("VBET-PING", Duration::from_secs(60));
+    assert!(
+        out.contains("VBET-PING rc=0"),
+        "UML could not ping the VDE endpoint:\n{out}"
+    );
+    let ping = tap.ping("10.9.2.2", 1, "0.2");
+    let ports = sw.api().ports();
+    let vde = ports.iter().find(|p| p.peer_pid == tap.plug.pid().as_raw());
+    let vde = vde.unwrap_or_else(|| panic!("no port from vde_plug2tap in {ports:?}"));
+    assert!(
+        vde.description.contains("vde_plug2tap") || !vde.description.is_empty(),
+        "{vde:?}"
+    );
+    drop(ping);
+}
+
+/// Two of our client ports on the switch at `ctl` exchange a broadcast
+/// and then a unicast frame.
+fn our_clients_exchange_frames(ctl: &Path) {
+    let a = RawPort::connect(ctl);
+    let b = RawPort::connect(ctl);
+    let mac_a = [2, 0, 0, 0, 0x0c, 1];
+    let mac_b = [2, 0, 0, 0, 0x0c, 2];
+    a.send(&test_frame([0xff; 6], mac_a, b"hello all"));
+    let got = b
+        .recv_matching(Duration::from_secs(5), |f| f[6..12] == mac_a)
+        .expect("b got a's broadcast");
+    assert_eq!(&got[14..23], b"hello all");
+    b.send(&test_frame(mac_a, mac_b, b"hello a"));
+    let got = a
+        .recv_matching(Duration::from_secs(5), |f| f[6..12] == mac_b)
+        .expect("a got b's unicast");
+    assert_eq!(&got[14..21], b"hello a");
+}
+
+#[test]
+fn our_client_works_with_switchd() {
+    if !require(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sw = SwitchDaemon::start("switchd", &dir.path().join("sw"), &[]);
+    our_clients_exchange_frames(&sw.ctl());
+}
+
+#[test]
+fn our_client_works_with_uml_switch() {
+    if !require(&["uml_switch"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl");
+    let mut cmd = Command::new("uml_switch");
+    cmd.arg("-unix").arg(&ctl);
+    let _switch = Spawned::start("uml_switch", cmd, &dir.path().join("uml_switch.log"));
+    wait_for("uml_switch's socket", Duration::from_secs(5), || {
+        ctl.exists().then_some(())
+    });
+    our_clients_exchange_frames(&ctl);
+}
+
+#[test]
+fn our_client_works_with_vde_switch() {
+    if !require(&["vde_switch"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sw = dir.path().join("vde");
+    let mut cmd = Command::new("vde_switch");
+    cmd.arg("-s").arg(&sw);
+    let _switch = Spawned::start("vde_switch", cmd, &dir.path().join("vde_switch.log"));
+    wait_for("vde_switch's socket", Duration::from_secs(5), || {
+        sw.join("ctl").exists().then_some(())
+    });
+    our_clients_exchange_frames(&sw);
+}
