@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
-use crate::digest::digest_tree;
+use crate::digest::{dev_major_minor, digest_tree};
 use crate::manifest::{ImageKind, Manifest};
 use crate::store::{Image, ImageStore, StoreError};
 
@@ -108,7 +108,28 @@ pub fn write_tar<W: Write>(root: &Path, out: W) -> io::Result<W> {
             tracing::warn!("not archiving socket {}", entry.path().display());
             continue;
         }
-        builder.append_path_with_name(entry.path(), rel)?;
+        let ft = entry.file_type();
+        if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            // tar's own append names special files by their source path;
+            // write their header here.
+            let meta = entry.metadata()?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            header.set_size(0);
+            header.set_entry_type(if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Fifo
+            });
+            let (major, minor) = dev_major_minor(std::os::unix::fs::MetadataExt::rdev(&meta));
+            header.set_device_major(major as u32)?;
+            header.set_device_minor(minor as u32)?;
+            builder.append_data(&mut header, rel, io::empty())?;
+        } else {
+            builder.append_path_with_name(entry.path(), rel)?;
+        }
     }
     builder.into_inner()
 }
