@@ -176,6 +176,8 @@ struct CableState {
     name: Option<String>,
     span: Span,
     ends: Vec<(usize, u32, Span)>,
+    /// Something already failed on it (its error is reported).
+    failed: bool,
     state: LinkState,
     impair: Impair,
 }
@@ -597,6 +599,16 @@ impl Eval<'_> {
     }
 
     fn call(&mut self, c: &Call, span: Span) -> Value {
+        if !FUNCTIONS.contains(&c.func.as_str()) {
+            let suggestion = suggest(&c.func, FUNCTIONS.iter().copied());
+            return self.err(
+                ErrorKind::UnknownFunction {
+                    name: c.func.clone(),
+                    suggestion,
+                },
+                c.func_span,
+            );
+        }
         let mut args = Vec::with_capacity(c.args.len());
         let mut poisoned = false;
         for a in &c.args {
@@ -611,6 +623,12 @@ impl Eval<'_> {
             attrs.push((a, v));
         }
         if poisoned {
+            // A cable whose plug failed is not reported again as unplugged.
+            for (v, _) in &args {
+                if let Value::Cable(c) = v {
+                    self.cables[*c].failed = true;
+                }
+            }
             return Value::Poison;
         }
         match c.func.as_str() {
@@ -713,6 +731,7 @@ impl Eval<'_> {
                     name: None,
                     span,
                     ends: Vec::new(),
+                    failed: false,
                     state: LinkState::Up,
                     impair: Impair::default(),
                 });
@@ -1025,9 +1044,11 @@ impl Eval<'_> {
                 args[0].1,
             );
         };
-        if let Some(nic) = self.as_nic(&args[1].0, args[1].1) {
-            self.plug_end(cable, nic, args[1].1);
-        }
+        let ok = match self.as_nic(&args[1].0, args[1].1) {
+            Some(nic) => self.plug_end(cable, nic, args[1].1),
+            None => false,
+        };
+        self.cables[cable].failed |= !ok;
         Value::Cable(cable)
     }
 
@@ -1036,6 +1057,7 @@ impl Eval<'_> {
             name: None,
             span,
             ends: Vec::new(),
+            failed: false,
             state: LinkState::Up,
             impair: Impair::default(),
         });
@@ -1819,6 +1841,9 @@ impl Eval<'_> {
             .collect();
         for (ci, c) in self.cables.iter().enumerate() {
             if c.ends.len() != 2 {
+                if c.failed {
+                    continue;
+                }
                 let cable = c.name.clone().unwrap_or_else(|| format!("#{}", ci + 1));
                 self.problems.push(Problem::new(
                     ErrorKind::CableUnplugged {

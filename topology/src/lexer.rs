@@ -54,6 +54,8 @@ pub enum Tok {
     Slash,
     /// `%`
     Percent,
+    /// A character the lexer refused (already reported).
+    Bad,
     /// End of input.
     Eof,
 }
@@ -84,6 +86,7 @@ impl Tok {
             Tok::Star => "`*`".into(),
             Tok::Slash => "`/`".into(),
             Tok::Percent => "`%`".into(),
+            Tok::Bad => "a bad character".into(),
             Tok::Eof => "the end of the file".into(),
         }
     }
@@ -200,6 +203,7 @@ impl<'a> Lexer<'a> {
                     let ch = self.src[self.pos..].chars().next().unwrap_or('?');
                     self.pos += ch.len_utf8();
                     self.error(start, self.pos, ErrorKind::UnexpectedChar(ch));
+                    self.push(Tok::Bad, start, self.pos);
                 }
             }
         }

@@ -75,7 +75,7 @@ impl Parser<'_> {
     }
 
     fn fail(&mut self, expected: &str) {
-        if !self.failed {
+        if !self.failed && *self.tok() != Tok::Bad {
             let found = self.tok().describe();
             let span = self.span();
             self.problems.push(Problem::new(

@@ -32,7 +32,10 @@ pub fn summary(topo: &Topology) -> String {
                         &c.a
                     }
                 })
-                .map_or("unplugged".to_string(), |e| format!("-> {e}"));
+                .map_or("unplugged".to_string(), |e| match topo.node(&e.device) {
+                    Some(_) => format!("-> {} {}", e.device, ifname(e.nic)),
+                    None => format!("-> {} port {}", e.device, e.nic),
+                });
             let addrs: Vec<String> = nic.addrs.iter().map(ToString::to_string).collect();
             let addrs = if addrs.is_empty() {
                 String::new()
