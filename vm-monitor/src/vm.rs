@@ -436,7 +436,15 @@ pub async fn run(
     let _ = init_exit.readable().await;
     vm.set_state(pb::VmState::Stopped);
     let _ = server_stop_tx.send(());
-    let _ = server.await;
+    // Clients get a moment to see the end; a stuck one does not hold the
+    // teardown.
+    let abort = server.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
     let errors = cleanup.kill_and_remove(Duration::ZERO).await;
     drop(vm.lock.lock().expect("not poisoned").take());
     drop(reaper);

@@ -1,0 +1,86 @@
+//! What one VM does stays in it: files, hostname, processes, memory.
+
+mod common;
+
+use common::*;
+use vbet_proto::vbet::vm::v1 as pb;
+use vm_monitor::spec::ByteSize;
+
+#[tokio::test]
+async fn vms_are_isolated_from_the_host_and_each_other() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = unique("iso");
+    let (a, b) = (unique("a"), unique("b"));
+    let mut spec_a = spec(&lab, &a, dir.path());
+    spec_a.resources.memory = Some(ByteSize(48 << 20));
+    spec_a.resources.pids = Some(64);
+    spec_a.files.push(vm_monitor::spec::FileSpec {
+        path: "/etc/vbet-test/placed".into(),
+        content: "placed by the spec\n".into(),
+        mode: 0o600,
+    });
+    let (mut vm_a, mut ca) = TestVm::start(spec_a, dir.path()).await;
+    let (mut vm_b, mut cb) = TestVm::start(spec(&lab, &b, dir.path()), dir.path()).await;
+
+    // Files: written in A, seen neither on the host nor in B.
+    let marker = format!("/etc/{}", unique("marker"));
+    sh(&mut ca, &format!("echo secret > {marker}; cat {marker}")).await;
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the write reached the host"
+    );
+    let out = exec(&mut cb, &["cat", &marker]).await;
+    assert_ne!(out.status.code, 0, "B sees A's file");
+    assert_eq!(
+        sh(
+            &mut ca,
+            "cat /etc/vbet-test/placed; stat -c %a /etc/vbet-test/placed"
+        )
+        .await,
+        "placed by the spec\n600\n"
+    );
+
+    // Hostnames differ.
+    assert_eq!(sh(&mut ca, "hostname").await.trim(), a);
+    assert_eq!(sh(&mut cb, "hostname").await.trim(), b);
+
+    // Processes: only the VM's own (its init, the shell, ps).
+    let ps = sh(&mut ca, "ps -e -o pid= -o comm=").await;
+    let pids: Vec<&str> = ps.lines().collect();
+    assert!(
+        pids.len() <= 4,
+        "ps shows more than the VM's processes:\n{ps}"
+    );
+    assert!(ps.lines().next().unwrap().trim().starts_with("1 "), "{ps}");
+
+    // The host is out of reach: no modules, no clock, no mounts.
+    let out = exec(&mut ca, &["/bin/sh", "-c", "date -s 2001-01-01"]).await;
+    assert_ne!(out.status.code, 0, "the VM set the host's clock");
+    let out = exec(&mut ca, &["/bin/sh", "-c", "mount -t tmpfs none /mnt"]).await;
+    assert_ne!(out.status.code, 0, "the VM mounted a file system");
+
+    // Memory: an allocation past the limit dies in the VM, the VM lives on.
+    let out = exec(
+        &mut ca,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"],
+    )
+    .await;
+    assert!(
+        out.status.signal == 9 || out.status.code != 0,
+        "200M allocated under a 48M limit: {:?}",
+        out.status
+    );
+    assert_eq!(sh(&mut ca, "echo alive").await, "alive\n");
+    let status = ca.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let res = status.resources.unwrap();
+    assert_eq!(res.memory_limit_bytes, 48 << 20);
+    assert_eq!(res.pids_limit, 64);
+    assert!(res.memory_bytes > 0);
+
+    drop((ca, cb));
+    assert!(vm_a.stop().success());
+    assert!(vm_b.stop().success());
+}
