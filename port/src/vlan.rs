@@ -65,20 +65,20 @@ impl VlanConfig {
 
     /// How a frame of `vlan` leaves through this port: untagged, tagged, or
     /// not at all.
-    pub fn egress(&self, vlan: u16) -> Egress {
+    pub fn egress(&self, vlan: u16) -> Tagging {
         if vlan == self.access {
-            Egress::Untagged
+            Tagging::Untagged
         } else if self.trunk.binary_search(&vlan).is_ok() {
-            Egress::Tagged
+            Tagging::Tagged
         } else {
-            Egress::Blocked
+            Tagging::Blocked
         }
     }
 }
 
 /// How a frame leaves through a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Egress {
+pub enum Tagging {
     /// Without a tag.
     Untagged,
     /// With an 802.1Q tag of its VLAN.
@@ -104,8 +104,8 @@ mod tests {
         let mut tagged = Vec::new();
         tag_into(&frame, 20, &mut tagged);
         assert_eq!(port.classify(&Frame::new_checked(&tagged).unwrap()), None);
-        assert_eq!(port.egress(10), Egress::Untagged);
-        assert_eq!(port.egress(20), Egress::Blocked);
+        assert_eq!(port.egress(10), Tagging::Untagged);
+        assert_eq!(port.egress(20), Tagging::Blocked);
     }
 
     #[test]
@@ -121,8 +121,8 @@ mod tests {
         tag_into(&frame, 40, &mut tagged);
         assert_eq!(port.classify(&Frame::new_checked(&tagged).unwrap()), None);
         assert_eq!(port.classify(&frame), Some(1), "untagged = native VLAN");
-        assert_eq!(port.egress(30), Egress::Tagged);
-        assert_eq!(port.egress(1), Egress::Untagged);
+        assert_eq!(port.egress(30), Tagging::Tagged);
+        assert_eq!(port.egress(1), Tagging::Untagged);
     }
 
     #[test]

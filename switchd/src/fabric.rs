@@ -11,6 +11,7 @@ use tokio::net::{UnixDatagram, UnixStream};
 use tokio::task::AbortHandle;
 use vbet_port::capture::{CaptureTap, Direction};
 use vbet_port::counters::{Counters, DropReason, accumulate};
+use vbet_port::egress::{DEFAULT_BACKLOG, Egress};
 use vbet_port::forward::{Destination, Forwarding, decide};
 use vbet_port::frame::{Frame, HEADER_LEN, tag_into, untag_into};
 use vbet_port::link::{Delivery, PortLink, Sink};
@@ -18,7 +19,7 @@ use vbet_port::mac_table::{MacTable, PortId};
 use vbet_port::protocol::{RawSockAddr, Request};
 use vbet_port::server::{bind_private, reclaim_stale};
 use vbet_port::socket::{DATA_BUFFER_BYTES, PeerCred, size_buffers};
-use vbet_port::vlan::{Egress, VlanConfig};
+use vbet_port::vlan::{Tagging, VlanConfig};
 use vbet_proto::vbet::port::v1 as pb;
 
 /// Limits and behaviour of a fabric.
@@ -244,16 +245,8 @@ impl Fabric {
             })
         };
         let outbound: Sink = {
-            let data = data.clone();
-            let counters = counters.clone();
-            Arc::new(move |frame: &[u8]| match data.try_send(frame) {
-                Ok(_) => {
-                    counters.tx(frame.len());
-                    Delivery::Sent
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Delivery::Busy,
-                Err(_) => Delivery::Failed,
-            })
+            let egress = Egress::new(data.clone(), counters.clone(), DEFAULT_BACKLOG);
+            Arc::new(move |frame: &[u8]| egress.send(frame))
         };
         let port = Arc::new(SwitchPort {
             id,
@@ -354,13 +347,13 @@ impl Fabric {
         let egress = out.vlan.read().expect("vlan poisoned").egress(vlan);
         let mut scratch = Vec::new();
         let bytes = match egress {
-            Egress::Blocked => return,
-            Egress::Untagged if frame.vlan().is_none() => frame.as_bytes(),
-            Egress::Untagged => {
+            Tagging::Blocked => return,
+            Tagging::Untagged if frame.vlan().is_none() => frame.as_bytes(),
+            Tagging::Untagged => {
                 untag_into(frame, &mut scratch);
                 &scratch
             }
-            Egress::Tagged => {
+            Tagging::Tagged => {
                 tag_into(frame, vlan, &mut scratch);
                 &scratch
             }
