@@ -19,6 +19,10 @@ use crate::units::{ByteSize, Micros, Percent, Rate};
 /// The most statements a program may run (loops included), so a typo in a
 /// range cannot hang the checker.
 const MAX_STEPS: usize = 2_000_000;
+/// The most nodes, switches, NICs and cables a program may make.
+const MAX_ENTITIES: usize = 1_000_000;
+/// The longest string or list a program may build.
+const MAX_LEN: usize = 16 << 20;
 /// The deepest chain of includes.
 const MAX_INCLUDE_DEPTH: usize = 32;
 
@@ -213,6 +217,7 @@ pub fn eval_file(sources: &mut Sources, path: &Path, problems: &mut Vec<Problem>
         include_stack: vec![path.to_path_buf()],
         rel_dir: PathBuf::new(),
         limit_hit: false,
+        entities: 0,
     };
     let text = ev.sources.files[0].text.clone();
     let (stmts, p) = parser::parse(&text, 0);
@@ -238,6 +243,7 @@ struct Eval<'a> {
     /// Directory of the current file relative to the root file's directory.
     rel_dir: PathBuf,
     limit_hit: bool,
+    entities: usize,
 }
 
 impl Eval<'_> {
@@ -460,6 +466,13 @@ impl Eval<'_> {
     fn template_str(&mut self, t: &Template) -> Option<String> {
         let mut out = String::new();
         for p in &t.parts {
+            if out.len() > MAX_LEN {
+                self.err(
+                    ErrorKind::Limit(format!("a string longer than {MAX_LEN} bytes")),
+                    t.span,
+                );
+                return None;
+            }
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::Expr(e) => match self.expr(e) {
@@ -569,6 +582,18 @@ impl Eval<'_> {
                     }
                     None => self.err(ErrorKind::Arithmetic("arithmetic overflow".into()), span),
                 }
+            }
+            (Value::Str(a), Value::Str(b)) if op == BinOp::Add && a.len() + b.len() > MAX_LEN => {
+                self.err(
+                    ErrorKind::Limit(format!("a string longer than {MAX_LEN} bytes")),
+                    span,
+                )
+            }
+            (Value::List(a), Value::List(b)) if op == BinOp::Add && a.len() + b.len() > MAX_LEN => {
+                self.err(
+                    ErrorKind::Limit(format!("a list longer than {MAX_LEN} items")),
+                    span,
+                )
             }
             (Value::Str(a), Value::Str(b)) if op == BinOp::Add => Value::Str(a + &b),
             (Value::Str(a), Value::Int(b)) if op == BinOp::Add => Value::Str(format!("{a}{b}")),
@@ -718,6 +743,9 @@ impl Eval<'_> {
             return Value::Poison;
         };
         let v = match k {
+            Value::Kind(KindRef::Builtin(Builtin::Nic | Builtin::Cable)) if !self.grow(span) => {
+                Value::Poison
+            }
             Value::Kind(KindRef::Builtin(Builtin::Nic)) => {
                 self.loose.push(LooseNic {
                     span,
@@ -788,7 +816,28 @@ impl Eval<'_> {
         v
     }
 
+    /// Counts a new entity; false (reported once) when there are too many.
+    fn grow(&mut self, span: Span) -> bool {
+        self.entities += 1;
+        if self.entities > MAX_ENTITIES {
+            if !self.limit_hit {
+                self.err(
+                    ErrorKind::Limit(format!(
+                        "the program makes more than {MAX_ENTITIES} nodes, NICs and cables"
+                    )),
+                    span,
+                );
+            }
+            self.limit_hit = true;
+            return false;
+        }
+        true
+    }
+
     fn new_device(&mut self, body: DeviceBody, span: Span) -> Value {
+        if !self.grow(span) {
+            return Value::Poison;
+        }
         self.devices.push(Device {
             name: None,
             span,
@@ -805,6 +854,7 @@ impl Eval<'_> {
 
     /// Adds a NIC (or port) to device `d`; returns its index from 1.
     fn add_nic(&mut self, d: usize, span: Span) -> u32 {
+        self.grow(span);
         let dev = &mut self.devices[d];
         match &mut dev.body {
             DeviceBody::Node(n) => n.nics.push(Nic::default()),
@@ -1053,6 +1103,7 @@ impl Eval<'_> {
     }
 
     fn new_cable(&mut self, span: Span) -> usize {
+        self.grow(span);
         self.cables.push(CableState {
             name: None,
             span,
@@ -1632,7 +1683,7 @@ impl Eval<'_> {
                 if key == "nics" {
                     match v {
                         Value::Int(n) if (0..=4096).contains(&n) => {
-                            while (self.devices[d].nic_count() as i64) < n {
+                            while (self.devices[d].nic_count() as i64) < n && !self.limit_hit {
                                 self.add_nic(d, vspan);
                             }
                         }

@@ -303,11 +303,26 @@ impl<'a> Lexer<'a> {
                         return Some(span);
                     }
                 }
-                b'\n' | b'"' => break,
+                b'\n' => break,
+                b'"' => {
+                    // A string inside the interpolation: skip it whole.
+                    self.pos += 1;
+                    while let Some(c) = self.peek() {
+                        match c {
+                            b'"' | b'\n' => break,
+                            b'\\' => self.pos += 2,
+                            _ => self.pos += 1,
+                        }
+                    }
+                    if self.peek() != Some(b'"') {
+                        break;
+                    }
+                }
                 _ => {}
             }
             self.pos += 1;
         }
+        self.pos = self.pos.min(self.bytes.len());
         self.error(start, self.pos, ErrorKind::UnterminatedInterpolation);
         None
     }

@@ -212,7 +212,7 @@ pub fn check(topo: &Topology, loc: &dyn Locate, problems: &mut Vec<Problem>) {
     for s in &topo.switches {
         if let Some(max) = s.max_ports {
             if s.ports.len() > max as usize {
-                let subject = Subject::Nic(s.name.clone(), max + 1);
+                let subject = Subject::Nic(s.name.clone(), max.saturating_add(1));
                 let subject = if loc.locate(&subject, None).is_some() {
                     subject
                 } else {

@@ -354,3 +354,11 @@ fn toml_errors_name_the_field() {
         e.render(false)
     );
 }
+
+#[test]
+fn runaway_growth_stops() {
+    let (k, ..) = one("s = \"ab\"\nfor i in 1..40 { s = s + s }\n");
+    assert!(matches!(k, ErrorKind::Limit(_)));
+    let e = errors("for i in 1..2000 { for j in 1..2000 { x = 1 } }\n");
+    assert!(e.any(|k| matches!(k, ErrorKind::Limit(_))));
+}
