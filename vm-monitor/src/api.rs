@@ -4,12 +4,14 @@
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
+use vbet_port::capture::PcapEncoder;
+use vbet_port::impair::Impairment;
+use vbet_port::link::LinkState;
 use vbet_proto::vbet::port::v1 as port_pb;
 use vbet_proto::vbet::vm::v1 as pb;
 use vbet_proto::vbet::vm::v1::vm_monitor_server::{VmMonitor, VmMonitorServer};
@@ -26,32 +28,20 @@ pub struct Api {
 }
 
 fn nic_status(n: &NicState) -> pb::Nic {
-    let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     pb::Nic {
         index: n.plan.index,
         name: n.plan.name.clone(),
         mac: nic::format_mac(&n.plan.mac),
-        link_state: i32::from(n.link.load(Ordering::Relaxed)),
+        link_state: n.port.state().to_proto() as i32,
         wiring: match &n.plan.wiring {
             crate::spec::Wiring::Switch { ctl } => format!("switch {}", ctl.display()),
             crate::spec::Wiring::Wire { remote, .. } => format!("wire {}", remote.display()),
             crate::spec::Wiring::None => "none".into(),
         },
-        counters: Some(port_pb::Counters {
-            rx_frames: c(&n.rx_frames),
-            rx_bytes: c(&n.rx_bytes),
-            tx_frames: c(&n.tx_frames),
-            tx_bytes: c(&n.tx_bytes),
-            duplicated: 0,
-            corrupted: 0,
-            drops: Some(port_pb::Drops {
-                link_down: c(&n.drops_link_down),
-                peer_busy: c(&n.drops_peer_busy),
-                ..Default::default()
-            }),
-        }),
-        egress: None,
-        ingress: None,
+        counters: Some(n.port.counters().snapshot()),
+        egress: Some(n.port.inbound.impairment().to_proto()),
+        ingress: Some(n.port.outbound.impairment().to_proto()),
+        attached: n.attached(),
     }
 }
 
@@ -97,11 +87,6 @@ impl Api {
         });
         Ok(Response::new(self.status_now()))
     }
-}
-
-fn is_set(i: &Option<port_pb::Impairment>) -> bool {
-    i.as_ref()
-        .is_some_and(|i| *i != port_pb::Impairment::default())
 }
 
 #[tonic::async_trait]
@@ -177,16 +162,16 @@ impl VmMonitor for Api {
             .iter()
             .find(|n| n.plan.index == r.nic)
             .ok_or_else(|| Status::not_found(format!("the VM has no eth{}", r.nic)))?;
-        if is_set(&r.egress) || is_set(&r.ingress) {
-            return Err(Status::unimplemented(
-                "impairments on VM NICs come with the vbet-port library",
-            ));
-        }
+        let impairment = |i: &Option<port_pb::Impairment>| {
+            i.as_ref()
+                .map(Impairment::from_proto)
+                .transpose()
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        };
+        let (egress, ingress) = (impairment(&r.egress)?, impairment(&r.ingress)?);
         let state = match port_pb::LinkState::try_from(r.state) {
             Ok(port_pb::LinkState::Unspecified) => None,
-            Ok(port_pb::LinkState::Up) => Some(nic::link::UP),
-            Ok(port_pb::LinkState::Down) => Some(nic::link::DOWN),
-            Ok(port_pb::LinkState::Blackhole) => Some(nic::link::BLACKHOLE),
+            Ok(s) => Some(LinkState::from_proto(s)),
             Err(_) => {
                 return Err(Status::invalid_argument(format!(
                     "unknown link state {}",
@@ -194,6 +179,12 @@ impl VmMonitor for Api {
                 )));
             }
         };
+        if let Some(i) = egress {
+            nic.port.inbound.set_impairment(i);
+        }
+        if let Some(i) = ingress {
+            nic.port.outbound.set_impairment(i);
+        }
         if let Some(s) = state {
             nic.set_link(s)
                 .map_err(|e| Status::internal(crate::error_chain(&e)))?;
@@ -212,11 +203,43 @@ impl VmMonitor for Api {
 
     async fn capture(
         &self,
-        _: Request<pb::CaptureRequest>,
+        request: Request<pb::CaptureRequest>,
     ) -> Result<Response<Self::CaptureStream>, Status> {
-        Err(Status::unimplemented(
-            "capture on VM NICs comes with the vbet-port library",
-        ))
+        let index = request.into_inner().nic;
+        let nic = self
+            .vm
+            .nics
+            .iter()
+            .find(|n| n.plan.index == index)
+            .ok_or_else(|| Status::not_found(format!("the VM has no eth{index}")))?;
+        let id = nic.capture_id();
+        let mut frames = nic.capture.subscribe();
+        let mut encoder = PcapEncoder::new(0);
+        let header = encoder.take();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            if tx
+                .send(Ok(port_pb::PcapChunk { data: header }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                match frames.recv().await {
+                    Ok(frame) if frame.matches(id) => {
+                        encoder.push(&frame);
+                        let data = encoder.take();
+                        if tx.send(Ok(port_pb::PcapChunk { data })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn shutdown(

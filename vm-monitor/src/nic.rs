@@ -6,11 +6,19 @@
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use tokio::io::unix::AsyncFd;
+use tokio::net::UnixDatagram;
+use vbet_port::capture::{CaptureTap, Direction};
+use vbet_port::client;
+use vbet_port::counters::Counters;
+use vbet_port::link::{Delivery, LinkState, PortLink, Sink};
+use vbet_port::mac_table::PortId;
+use vbet_port::socket::{DATA_BUFFER_BYTES, size_buffers};
 
 use crate::spec::{Cidr, RouteSpec, VmSpec, Wiring, parse_mac};
 use crate::sys;
@@ -48,9 +56,15 @@ pub enum NicError {
         #[source]
         source: std::io::Error,
     },
-    /// The wiring is not available yet.
-    #[error("eth{0}: switch wiring needs the vbet-port client, which this build lacks")]
-    SwitchUnsupported(u32),
+    /// Plugging into the switch failed.
+    #[error("eth{nic}: plugging into the switch")]
+    Switch {
+        /// NIC index.
+        nic: u32,
+        /// Why.
+        #[source]
+        source: client::ClientError,
+    },
 }
 
 /// A stable, locally administered unicast MAC for (lab, VM, index):
@@ -262,88 +276,197 @@ fn bad_route<E: std::fmt::Display>(dst: &str) -> impl Fn(E) -> NicError + '_ {
     }
 }
 
-/// Link state values, as in `vbet.port.v1.LinkState`.
-pub mod link {
-    /// Frames pass.
-    pub const UP: u8 = 1;
-    /// Unplugged: carrier off, nothing passes.
-    pub const DOWN: u8 = 2;
-    /// Carrier on, nothing passes.
-    pub const BLACKHOLE: u8 = 3;
+/// Where a NIC's frames go: the datagram socket of its cable (a switch
+/// port's, or a direct wire's), while there is one.
+#[derive(Debug, Default)]
+struct Fabric {
+    sock: Mutex<Option<Arc<UnixDatagram>>>,
+    /// For a direct wire: the far end, connected to lazily (it may not
+    /// exist yet, or restart).
+    remote: Option<PathBuf>,
+    connected: AtomicBool,
 }
 
-/// The run-time state of one NIC, shared by its relay and the API.
+impl Fabric {
+    fn send(&self, frame: &[u8]) -> Delivery {
+        let Some(sock) = self.sock.lock().expect("not poisoned").clone() else {
+            return Delivery::Failed;
+        };
+        if let Some(remote) = &self.remote {
+            if !self.connected.load(Ordering::Relaxed) {
+                if sock.connect(remote).is_err() {
+                    return Delivery::Failed;
+                }
+                self.connected.store(true, Ordering::Relaxed);
+            }
+        }
+        match sock.try_send(frame) {
+            Ok(_) => Delivery::Sent,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Delivery::Busy,
+            Err(_) => {
+                self.connected.store(false, Ordering::Relaxed);
+                Delivery::Failed
+            }
+        }
+    }
+}
+
+/// The run-time state of one NIC, shared by its relay tasks and the API:
+/// the port library's link (state, counters, impairments per direction)
+/// and capture point.
 #[derive(Debug)]
 pub struct NicState {
     /// The plan.
     pub plan: NicPlan,
-    /// One of [`link`].
-    pub link: AtomicU8,
-    /// Frames from the guest.
-    pub rx_frames: AtomicU64,
-    /// Bytes from the guest.
-    pub rx_bytes: AtomicU64,
-    /// Frames to the guest.
-    pub tx_frames: AtomicU64,
-    /// Bytes to the guest.
-    pub tx_bytes: AtomicU64,
-    /// Frames dropped because the link was down or a black hole.
-    pub drops_link_down: AtomicU64,
-    /// Frames dropped because the peer was busy or absent.
-    pub drops_peer_busy: AtomicU64,
+    /// State, counters and impairments. "Inbound" is what the guest sends
+    /// (egress of the VM), "outbound" what is delivered to the guest.
+    pub port: PortLink,
+    /// Frames seen, for Capture.
+    pub capture: CaptureTap,
     tap: Arc<AsyncFd<OwnedFd>>,
+    fabric: Arc<Fabric>,
 }
 
 impl NicState {
-    /// Sets the link state; carrier follows (off only when down).
-    pub fn set_link(&self, state: u8) -> Result<(), NicError> {
-        sys::tap_set_carrier(self.tap.get_ref(), state != link::DOWN).map_err(|source| {
+    /// The capture id of this NIC (index + 1; 0 means "all" to the port
+    /// library).
+    pub fn capture_id(&self) -> PortId {
+        self.plan.index + 1
+    }
+
+    /// Sets the link state; the guest's carrier is off only when down.
+    pub fn set_link(&self, state: LinkState) -> Result<(), NicError> {
+        sys::tap_set_carrier(self.tap.get_ref(), state != LinkState::Down).map_err(|source| {
             NicError::Io {
                 what: format!("setting the carrier of {}", self.plan.name),
                 source,
             }
         })?;
-        self.link.store(state, Ordering::SeqCst);
+        self.port.set_state(state);
         Ok(())
     }
 
-    fn passes(&self) -> bool {
-        self.link.load(Ordering::Relaxed) == link::UP
+    /// Whether the cable currently reaches its peer.
+    pub fn attached(&self) -> bool {
+        self.fabric.sock.lock().expect("not poisoned").is_some()
     }
 }
 
-/// Starts the relay of a TAP (in the current runtime) and returns its state.
-/// For `Wire`, binds the local datagram socket (removing a stale one).
-pub fn start(tap: Tap) -> Result<Arc<NicState>, NicError> {
+/// Starts the relay of a TAP (in the current runtime) and returns its
+/// state. For `Wire`, binds the local datagram socket (removing a stale
+/// one); for `Switch`, plugs into the switch (and plugs in again whenever
+/// the switch goes away and comes back).
+pub async fn start(tap: Tap) -> Result<Arc<NicState>, NicError> {
     let io = |what: String| move |source| NicError::Io { what, source };
     let name = tap.plan.name.clone();
     let fd = Arc::new(sys::async_fd(tap.fd).map_err(io(format!("registering {name}")))?);
+    let fabric = Arc::new(Fabric {
+        remote: match &tap.plan.wiring {
+            Wiring::Wire { remote, .. } => Some(remote.clone()),
+            _ => None,
+        },
+        ..Fabric::default()
+    });
+    let counters: Arc<Counters> = Arc::default();
+    let capture = CaptureTap::default();
+    let id = tap.plan.index + 1;
+    let inbound: Sink = {
+        let fabric = fabric.clone();
+        Arc::new(move |frame: &[u8]| fabric.send(frame))
+    };
+    let outbound: Sink = {
+        let (tap, counters, capture) = (fd.clone(), counters.clone(), capture.clone());
+        Arc::new(
+            move |frame: &[u8]| match nix::unistd::write(tap.get_ref(), frame) {
+                Ok(_) => {
+                    counters.tx(frame.len());
+                    capture.record(id, Direction::Out, frame);
+                    Delivery::Sent
+                }
+                Err(nix::errno::Errno::EAGAIN) => Delivery::Busy,
+                Err(_) => Delivery::Failed,
+            },
+        )
+    };
     let state = Arc::new(NicState {
         plan: tap.plan,
-        link: AtomicU8::new(link::UP),
-        rx_frames: AtomicU64::new(0),
-        rx_bytes: AtomicU64::new(0),
-        tx_frames: AtomicU64::new(0),
-        tx_bytes: AtomicU64::new(0),
-        drops_link_down: AtomicU64::new(0),
-        drops_peer_busy: AtomicU64::new(0),
+        port: PortLink::new(counters, inbound, outbound),
+        capture,
         tap: fd.clone(),
+        fabric: fabric.clone(),
     });
     match state.plan.wiring.clone() {
-        Wiring::None => {
-            tokio::spawn(drain(state.clone(), fd));
-        }
-        Wiring::Wire { local, remote } => {
+        Wiring::None => {}
+        Wiring::Wire { local, .. } => {
             let _ = std::fs::remove_file(&local);
-            let sock = tokio::net::UnixDatagram::bind(&local)
+            let sock = UnixDatagram::bind(&local)
                 .map_err(io(format!("binding wire socket {}", local.display())))?;
+            size_buffers(&sock, DATA_BUFFER_BYTES);
             let sock = Arc::new(sock);
-            tokio::spawn(tap_to_wire(state.clone(), fd.clone(), sock.clone(), remote));
-            tokio::spawn(wire_to_tap(state.clone(), fd, sock));
+            *fabric.sock.lock().expect("not poisoned") = Some(sock.clone());
+            tokio::spawn(fabric_to_tap(state.clone(), sock));
         }
-        Wiring::Switch { .. } => return Err(NicError::SwitchUnsupported(state.plan.index)),
+        Wiring::Switch { ctl } => {
+            let path = ctl.clone();
+            let port = tokio::task::spawn_blocking(move || client::connect(&path))
+                .await
+                .map_err(|e| NicError::Io {
+                    what: "switch connection".into(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|source| NicError::Switch {
+                    nic: state.plan.index,
+                    source,
+                })?;
+            tokio::spawn(switch_port(state.clone(), ctl, port));
+        }
     }
+    tokio::spawn(tap_to_fabric(state.clone(), fd));
     Ok(state)
+}
+
+/// Serves one switch port, and plugs in again when the switch goes away.
+async fn switch_port(state: Arc<NicState>, ctl: PathBuf, mut port: client::ClientPort) {
+    let name = state.plan.name.clone();
+    loop {
+        match attach(&state, port) {
+            Ok((data, mut ctl_stream)) => {
+                tracing::info!(nic = %name, switch = %ctl.display(), "plugged into the switch");
+                let mut byte = [0u8; 1];
+                tokio::select! {
+                    _ = fabric_to_tap(state.clone(), data) => {}
+                    // Nothing is ever sent on the control connection: EOF
+                    // (or an error) means the switch is gone.
+                    _ = tokio::io::AsyncReadExt::read(&mut ctl_stream, &mut byte) => {}
+                }
+                *state.fabric.sock.lock().expect("not poisoned") = None;
+                tracing::warn!(nic = %name, switch = %ctl.display(), "the switch went away; reconnecting");
+            }
+            Err(e) => tracing::warn!(nic = %name, "switch port: {e}"),
+        }
+        // Plug in again, backing off up to a second between tries.
+        let mut wait = Duration::from_millis(50);
+        port = loop {
+            tokio::time::sleep(wait).await;
+            let path = ctl.clone();
+            match tokio::task::spawn_blocking(move || client::connect(&path)).await {
+                Ok(Ok(p)) => break p,
+                _ => wait = (wait * 2).min(Duration::from_secs(1)),
+            }
+        };
+    }
+}
+
+fn attach(
+    state: &NicState,
+    port: client::ClientPort,
+) -> std::io::Result<(Arc<UnixDatagram>, tokio::net::UnixStream)> {
+    port.data.set_nonblocking(true)?;
+    port.ctl.set_nonblocking(true)?;
+    let data = Arc::new(UnixDatagram::from_std(port.data)?);
+    let ctl = tokio::net::UnixStream::from_std(port.ctl)?;
+    *state.fabric.sock.lock().expect("not poisoned") = Some(data.clone());
+    Ok((data, ctl))
 }
 
 /// The socket paths a NIC creates (removed at teardown).
@@ -367,63 +490,22 @@ async fn read_frame(tap: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<u
     }
 }
 
-fn write_frame(tap: &AsyncFd<OwnedFd>, frame: &[u8]) -> std::io::Result<usize> {
-    // A TAP write never blocks for long: the frame enters the guest's
-    // stack or is dropped; EAGAIN counts as a drop.
-    nix::unistd::write(tap.get_ref(), frame).map_err(std::io::Error::from)
-}
-
-async fn drain(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
+/// Frames the guest sends: captured, counted, passed to the port's
+/// inbound lane (link state, impairments, then the fabric).
+async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
     let mut buf = vec![0u8; FRAME_MAX];
+    let id = state.capture_id();
     while let Ok(n) = read_frame(&tap, &mut buf).await {
-        state.rx_frames.fetch_add(1, Ordering::Relaxed);
-        state.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        state.drops_peer_busy.fetch_add(1, Ordering::Relaxed);
+        state.capture.record(id, Direction::In, &buf[..n]);
+        state.port.receive(&buf[..n]);
     }
 }
 
-async fn tap_to_wire(
-    state: Arc<NicState>,
-    tap: Arc<AsyncFd<OwnedFd>>,
-    sock: Arc<tokio::net::UnixDatagram>,
-    remote: PathBuf,
-) {
-    let mut buf = vec![0u8; FRAME_MAX];
-    while let Ok(n) = read_frame(&tap, &mut buf).await {
-        state.rx_frames.fetch_add(1, Ordering::Relaxed);
-        state.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        if !state.passes() {
-            state.drops_link_down.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        // Never wait for the peer: a full or absent peer drops the frame,
-        // as a cable would.
-        if sock.try_send_to(&buf[..n], &remote).is_err() {
-            state.drops_peer_busy.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-async fn wire_to_tap(
-    state: Arc<NicState>,
-    tap: Arc<AsyncFd<OwnedFd>>,
-    sock: Arc<tokio::net::UnixDatagram>,
-) {
+/// Frames from the cable: through the port's outbound lane to the TAP.
+async fn fabric_to_tap(state: Arc<NicState>, sock: Arc<UnixDatagram>) {
     let mut buf = vec![0u8; FRAME_MAX];
     while let Ok(n) = sock.recv(&mut buf).await {
-        if !state.passes() {
-            state.drops_link_down.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        match write_frame(&tap, &buf[..n]) {
-            Ok(_) => {
-                state.tx_frames.fetch_add(1, Ordering::Relaxed);
-                state.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(_) => {
-                state.drops_peer_busy.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        state.port.transmit(&buf[..n]);
     }
 }
 

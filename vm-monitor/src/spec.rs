@@ -193,9 +193,10 @@ pub struct NicSpec {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Wiring {
     /// A port of a switchd, hubd, uml_switch or vde_switch, through its
-    /// control socket (port protocol version 3).
+    /// control socket (port protocol version 3). The NIC plugs in again by
+    /// itself when the switch restarts.
     Switch {
-        /// The switch's control socket.
+        /// The switch's control socket, or a VDE switch directory.
         ctl: PathBuf,
     },
     /// A direct cable to another VM's NIC: this monitor binds `local` (a
@@ -567,6 +568,8 @@ fn existing_ancestor(path: &Path) -> PathBuf {
 }
 
 fn check_socket(nic: u32, path: &Path) -> Result<(), SpecError> {
+    // A VDE-style switch directory stands for its `ctl` socket.
+    let path = &vbet_port::client::control_path(path);
     match std::fs::metadata(path) {
         Err(_) => Err(SpecError::MissingSwitch {
             nic,

@@ -141,13 +141,6 @@ fn try_lock(path: &std::path::Path) -> Result<Option<Flock<File>>, VmError> {
 pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
     spec.validate()?;
     let lower = spec.image_dir()?;
-    if let Some(n) = spec
-        .nics
-        .iter()
-        .find(|n| matches!(n.wiring, Wiring::Switch { .. }))
-    {
-        return Err(nic::NicError::SwitchUnsupported(n.index).into());
-    }
     let clash = || VmError::NameClash {
         name: spec.name.clone(),
         lab: spec.lab.clone(),
@@ -359,7 +352,7 @@ pub async fn run(
         })??;
         let mut nics = Vec::new();
         for tap in taps {
-            nics.push(nic::start(tap)?);
+            nics.push(nic::start(tap).await?);
         }
         match tokio::time::timeout(Duration::from_secs(60), setup_rx).await {
             Ok(Ok(Ok(()))) => {}

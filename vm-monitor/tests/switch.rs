@@ -1,0 +1,179 @@
+//! VMs plugged into switches: ours (switchd), Debian's uml_switch and
+//! vde_switch. They ping each other, and a NIC plugs in again by itself
+//! when its switch restarts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use vm_monitor::spec::{NicSpec, VmSpec, Wiring};
+
+/// A switch process of a test, killed on drop.
+struct Switch {
+    child: Child,
+    ctl: PathBuf,
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // uml_switch leaves its socket behind.
+        let _ = std::fs::remove_file(&self.ctl);
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.exists())
+}
+
+/// The workspace's switchd binary, if it has been built.
+fn switchd() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/debug/deps/switch-HASH → target/debug/switchd
+    let p = exe.parent()?.parent()?.join("switchd");
+    p.exists().then_some(p)
+}
+
+fn start_switch(kind: &str, dir: &Path) -> Option<Switch> {
+    let (child, ctl, wait_for) = match kind {
+        "uml_switch" => {
+            let bin = which("uml_switch")?;
+            let ctl = dir.join("uml.ctl");
+            let child = Command::new(bin)
+                .arg("-unix")
+                .arg(&ctl)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .ok()?;
+            (child, ctl.clone(), ctl)
+        }
+        "vde_switch" => {
+            let bin = which("vde_switch")?;
+            let sw = dir.join("vde");
+            // vde_switch exits when its stdin closes: hold a pipe.
+            let child = Command::new(bin)
+                .arg("-s")
+                .arg(&sw)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .ok()?;
+            (child, sw.clone(), sw.join("ctl"))
+        }
+        "switchd" => {
+            let bin = switchd()?;
+            let sw = dir.join("sd");
+            std::fs::create_dir_all(&sw).ok()?;
+            let child = Command::new(bin)
+                .arg("-s")
+                .arg(&sw)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            (child, sw.join("ctl"), sw.join("ctl"))
+        }
+        _ => unreachable!(),
+    };
+    let switch = Switch { child, ctl };
+    poll(&format!("{kind} socket"), Duration::from_secs(10), || {
+        wait_for.exists().then_some(())
+    });
+    Some(switch)
+}
+
+fn on_switch(lab: &str, name: &str, dir: &Path, addr: &str, ctl: &Path) -> VmSpec {
+    let mut s = spec(lab, name, dir);
+    s.nics.push(NicSpec {
+        index: 0,
+        mac: None,
+        addresses: vec![addr.into()],
+        wiring: Wiring::Switch { ctl: ctl.into() },
+    });
+    s
+}
+
+async fn ping_until(
+    client: &mut vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<
+        tonic::transport::Channel,
+    >,
+    to: &str,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = exec(client, &["ping", "-c", "1", "-W", "1", to]).await;
+        if out.status.code == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: no reply from {to}"
+        );
+    }
+}
+
+async fn two_vms_ping_over(kind: &str, restart: bool) {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut switch) = start_switch(kind, dir.path()) else {
+        eprintln!("skipped: {kind} is not available");
+        return;
+    };
+    let lab = unique("sw");
+    let (a, b) = (unique("a"), unique("b"));
+    let ctl = switch.ctl.clone();
+    let (mut vm_a, mut ca) = TestVm::start(
+        on_switch(&lab, &a, dir.path(), "10.79.0.1/24", &ctl),
+        dir.path(),
+    )
+    .await;
+    let (mut vm_b, mut cb) = TestVm::start(
+        on_switch(&lab, &b, dir.path(), "10.79.0.2/24", &ctl),
+        dir.path(),
+    )
+    .await;
+    ping_until(&mut ca, "10.79.0.2", kind).await;
+    ping_until(&mut cb, "10.79.0.1", kind).await;
+
+    if restart {
+        let _ = switch.child.kill();
+        let _ = switch.child.wait();
+        let _ = std::fs::remove_file(&switch.ctl);
+        drop(switch);
+        switch = start_switch(kind, dir.path()).expect("the switch starts again");
+        ping_until(&mut ca, "10.79.0.2", "after the switch restarted").await;
+    }
+
+    drop((ca, cb));
+    assert!(vm_a.stop().success());
+    assert!(vm_b.stop().success());
+    drop(switch);
+}
+
+#[tokio::test]
+async fn two_vms_on_uml_switch_and_its_restart() {
+    two_vms_ping_over("uml_switch", true).await;
+}
+
+#[tokio::test]
+async fn two_vms_on_vde_switch() {
+    two_vms_ping_over("vde_switch", false).await;
+}
+
+#[tokio::test]
+async fn two_vms_on_switchd() {
+    two_vms_ping_over("switchd", false).await;
+}
