@@ -800,11 +800,19 @@ fn build_debian(
         .into_iter()
         .find(|i| i.manifest.inputs.as_deref() == Some(inputs_digest.as_str()));
     let mut source = format!("debian {} from {}", inputs.suite, inputs.mirror);
+    let mut known_digest = None;
     if let Some(twin) = twin {
         progress.set_message(format!("copying {} (same build inputs)", twin.name()));
         fs::create_dir(&rootfs).map_err(io_err("create", &rootfs))?;
         copy_tree(&twin.rootfs, &rootfs, true)?;
         source = twin.manifest.source.clone();
+        // A copy keeps the digest (`rootfs-tool verify` rechecks it).
+        let m = &twin.manifest;
+        known_digest = Some(crate::digest::TreeDigest {
+            digest: m.digest.clone(),
+            size: m.size,
+            entries: m.entries,
+        });
     } else {
         let tool = run_bootstrap(req, &inputs, &staging, progress)?;
         source.push_str(&format!(" by {tool}"));
@@ -818,8 +826,13 @@ fn build_debian(
             fs::remove_dir_all(&leftover).map_err(io_err("remove", &leftover))?;
         }
     }
-    progress.set_message(format!("computing the digest of {}", req.name));
-    let digest = digest_tree(&rootfs).map_err(StoreError::from)?;
+    let digest = match known_digest {
+        Some(d) => d,
+        None => {
+            progress.set_message(format!("computing the digest of {}", req.name));
+            digest_tree(&rootfs).map_err(StoreError::from)?
+        }
+    };
     let mut manifest = Manifest::new(&req.name, ImageKind::Debian, source);
     manifest.packages = inputs.packages.clone();
     manifest.role = inputs.role.map(|r| r.to_string());
