@@ -177,3 +177,108 @@ async fn two_vms_on_vde_switch() {
 async fn two_vms_on_switchd() {
     two_vms_ping_over("switchd", false).await;
 }
+
+/// A real peer: a User-Mode Linux guest on the same uml_switch pings the
+/// VM.
+#[tokio::test]
+async fn vm_and_uml_guest_on_uml_switch() {
+    if !can_run() {
+        return;
+    }
+    let Some(uml) = which("linux.uml") else {
+        eprintln!("skipped: linux.uml is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(switch) = start_switch("uml_switch", dir.path()) else {
+        eprintln!("skipped: uml_switch is not available");
+        return;
+    };
+    let lab = unique("uml");
+    let name = unique("v");
+    let (mut vm, client) = TestVm::start(
+        on_switch(&lab, &name, dir.path(), "10.81.0.1/24", &switch.ctl),
+        dir.path(),
+    )
+    .await;
+
+    // The guest's init: with a hostfs root, scratch must stay off the host
+    // (only /proc and /sys are mounted, both virtual).
+    let init = dir.path().join("guest-init.sh");
+    std::fs::write(
+        &init,
+        "#!/bin/sh\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sys /sys\n\
+         ip link set lo up\n\
+         ip link set eth0 up\n\
+         ip addr add 10.81.0.2/24 dev eth0\n\
+         i=0\n\
+         while [ $i -lt 20 ]; do\n\
+           if ping -c 1 -W 1 10.81.0.1 >/dev/null 2>&1; then echo VBET-PING-OK; break; fi\n\
+           i=$((i+1))\n\
+         done\n\
+         echo VBET-DONE\n\
+         halt -f\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let umid = unique("g");
+    let mut guest = Command::new(uml);
+    guest
+        .arg(format!("umid={umid}"))
+        .arg(format!("uml_dir={}", dir.path().display()))
+        .arg("mem=64M")
+        .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw"])
+        .arg(format!("init={}", init.display()))
+        .arg(format!(
+            "eth0=daemon,02:00:00:81:00:02,unix,{}",
+            switch.ctl.display()
+        ))
+        .args(["con=null", "con0=fd:0,fd:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: a UML kernel is several host processes.
+        guest.process_group(0);
+    }
+    let mut guest = guest.spawn().unwrap();
+    let pgid = guest.id() as i32;
+    let stdout = guest.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("VBET-DONE") {
+                break;
+            }
+        }
+        seen
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = guest.wait();
+    let output = reader.join().unwrap();
+    assert!(
+        output.contains("VBET-PING-OK"),
+        "the UML guest got no reply:\n{output}"
+    );
+
+    drop(client);
+    assert!(vm.stop().success());
+    drop(switch);
+}
