@@ -1,8 +1,9 @@
 //! A short human summary of a topology, as `vbet-topology check` prints it.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
-use crate::model::{Topology, ifname};
+use crate::model::{Endpoint, Topology, ifname};
 
 /// Nodes, NICs, cables and each node's addresses, one line each.
 pub fn summary(topo: &Topology) -> String {
@@ -19,23 +20,23 @@ pub fn summary(topo: &Topology) -> String {
         topo.cables.len(),
         topo.kinds.len()
     );
+    let mut peers: HashMap<(&str, u32), &Endpoint> = HashMap::new();
+    for c in &topo.cables {
+        peers.insert((c.a.device.as_str(), c.a.nic), &c.b);
+        peers.insert((c.b.device.as_str(), c.b.nic), &c.a);
+    }
+    let node_names: HashSet<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
     for n in &topo.nodes {
         let _ = write!(out, "  {} ({})", n.name, n.kind);
         for (i, nic) in n.nics.iter().enumerate() {
             let idx = i as u32 + 1;
-            let peer = topo
-                .cable_at(&n.name, idx)
-                .map(|c| {
-                    if c.a.device == n.name && c.a.nic == idx {
-                        &c.b
-                    } else {
-                        &c.a
-                    }
-                })
-                .map_or("unplugged".to_string(), |e| match topo.node(&e.device) {
-                    Some(_) => format!("-> {} {}", e.device, ifname(e.nic)),
-                    None => format!("-> {} port {}", e.device, e.nic),
-                });
+            let peer = match peers.get(&(n.name.as_str(), idx)) {
+                None => "unplugged".to_string(),
+                Some(e) if node_names.contains(e.device.as_str()) => {
+                    format!("-> {} {}", e.device, ifname(e.nic))
+                }
+                Some(e) => format!("-> {} port {}", e.device, e.nic),
+            };
             let addrs: Vec<String> = nic.addrs.iter().map(ToString::to_string).collect();
             let addrs = if addrs.is_empty() {
                 String::new()

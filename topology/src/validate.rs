@@ -259,10 +259,20 @@ pub fn check(topo: &Topology, loc: &dyn Locate, problems: &mut Vec<Problem>) {
         .map(|n| n.name.as_str())
         .chain(topo.switches.iter().map(|s| s.name.as_str()))
         .collect();
+    let counts: HashMap<&str, usize> = topo
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.nics.len()))
+        .chain(
+            topo.switches
+                .iter()
+                .map(|s| (s.name.as_str(), s.ports.len())),
+        )
+        .collect();
     let mut used: HashMap<(&str, u32), usize> = HashMap::new();
     for (ci, c) in topo.cables.iter().enumerate() {
         for end in [&c.a, &c.b] {
-            match topo.nic_count(&end.device) {
+            match counts.get(end.device.as_str()).copied() {
                 None => {
                     let suggestion = suggest(&end.device, all_names.iter().copied());
                     p(
