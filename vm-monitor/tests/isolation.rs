@@ -62,6 +62,48 @@ async fn vms_are_isolated_from_the_host_and_each_other() {
     let out = exec(&mut ca, &["/bin/sh", "-c", "mount -t tmpfs none /mnt"]).await;
     assert_ne!(out.status.code, 0, "the VM mounted a file system");
 
+    let out = exec(&mut ca, &["unshare", "--user", "true"]).await;
+    assert_ne!(out.status.code, 0, "the VM made a user namespace");
+    let out = exec(
+        &mut ca,
+        &["/bin/sh", "-c", "echo 1 > /proc/sys/kernel/panic"],
+    )
+    .await;
+    assert_ne!(out.status.code, 0, "the VM changed a host-wide sysctl");
+    sh(&mut ca, "echo 1 > /proc/sys/net/ipv4/ip_forward").await;
+    // No CAP_SYS_ADMIN (bit 21) even in the bounding set.
+    let bnd = sh(&mut ca, "grep CapBnd /proc/self/status | cut -f2").await;
+    let bnd = u64::from_str_radix(bnd.trim(), 16).unwrap();
+    assert_eq!(bnd & (1 << 21), 0, "CapBnd {bnd:x}");
+    assert_ne!(bnd & (1 << 12), 0, "CAP_NET_ADMIN kept");
+    // Another user.
+    let start = pb::ExecStart {
+        argv: vec!["id".into(), "-u".into()],
+        user: "nobody".into(),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(pb::ExecRequest {
+        kind: Some(pb::exec_request::Kind::Start(start)),
+    })
+    .await
+    .unwrap();
+    let mut replies = ca
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stdout = Vec::new();
+    while let Some(r) = replies.message().await.unwrap() {
+        match r.kind {
+            Some(pb::exec_reply::Kind::Stdout(d)) => stdout.extend(d),
+            Some(pb::exec_reply::Kind::Exit(_)) => break,
+            _ => {}
+        }
+    }
+    drop(tx);
+    assert_eq!(String::from_utf8_lossy(&stdout).trim(), "65534");
+
     // Memory: an allocation past the limit dies in the VM, the VM lives on.
     let out = exec(
         &mut ca,

@@ -123,3 +123,107 @@ async fn two_vms_on_a_direct_wire() {
     assert!(vm_a.stop().success());
     assert!(vm_b.stop().success());
 }
+
+#[tokio::test]
+async fn impairments_and_capture_on_a_nic() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = unique("imp");
+    let (a, b) = (unique("a"), unique("b"));
+    let (mut vm_a, mut ca) = TestVm::start(
+        wired(&lab, &a, dir.path(), "10.82.0.1/24", "a.eth0", "b.eth0"),
+        dir.path(),
+    )
+    .await;
+    let (mut vm_b, cb) = TestVm::start(
+        wired(&lab, &b, dir.path(), "10.82.0.2/24", "b.eth0", "a.eth0"),
+        dir.path(),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ping_ok(&mut ca, "10.82.0.2").await {
+        assert!(tokio::time::Instant::now() < deadline, "A cannot ping B");
+    }
+
+    // Capture A's eth0 while it pings.
+    let mut capture = ca
+        .capture(pb::CaptureRequest { nic: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let header = capture.message().await.unwrap().unwrap().data;
+    assert_eq!(&header[..4], &0xa1b2_c3d4u32.to_ne_bytes(), "pcap magic");
+
+    // 80 ms of delay on what A sends.
+    let nic = ca
+        .set_link(pb::SetLinkRequest {
+            nic: 0,
+            egress: Some(vbet_proto::vbet::port::v1::Impairment {
+                delay_us: 80_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nic.egress.unwrap().delay_us, 80_000);
+    let out = sh(&mut ca, "ping -c 1 -W 2 10.82.0.2").await;
+    let rtt: f64 = out
+        .split("time=")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no RTT in {out}"));
+    assert!(rtt >= 80.0, "RTT {rtt} ms under an 80 ms delay");
+
+    let frames = tokio::time::timeout(Duration::from_secs(5), capture.message())
+        .await
+        .expect("a captured frame in time")
+        .unwrap()
+        .unwrap();
+    assert!(frames.data.len() > 16 + 14, "a pcap record with a frame");
+
+    // Total loss: nothing passes, the carrier stays up.
+    ca.set_link(pb::SetLinkRequest {
+        nic: 0,
+        egress: Some(vbet_proto::vbet::port::v1::Impairment {
+            loss_percent: 100.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !ping_ok(&mut ca, "10.82.0.2").await,
+        "a ping passed 100% loss"
+    );
+    let status = ca.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert!(status.nics[0].counters.unwrap().drops.unwrap().loss > 0);
+
+    // Black hole: the carrier stays up, nothing passes.
+    ca.set_link(pb::SetLinkRequest {
+        nic: 0,
+        state: LinkState::Blackhole as i32,
+        egress: Some(Default::default()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !sh(&mut ca, "ip link show eth0")
+            .await
+            .contains("NO-CARRIER")
+    );
+    assert!(
+        !ping_ok(&mut ca, "10.82.0.2").await,
+        "a ping passed a black hole"
+    );
+
+    drop((ca, cb, capture));
+    assert!(vm_a.stop().success());
+    assert!(vm_b.stop().success());
+}
