@@ -66,14 +66,19 @@ pub enum BuildError {
         /// What went wrong.
         detail: String,
     },
-    /// Neither mmdebstrap nor debootstrap is installed.
+    /// No usable bootstrap tool is installed.
     #[error(
-        "image {name}: neither mmdebstrap nor debootstrap is installed; `apt-get install -y mmdebstrap` (or debootstrap)"
+        "image {name}: {tools} is not installed; `apt-get install -y mmdebstrap` (or debootstrap)"
     )]
     NoBootstrapTool {
         /// The image's name.
         name: String,
+        /// The tools looked for.
+        tools: String,
     },
+    /// The bootstrap tool asked for is not one rootfs-tool knows.
+    #[error("unknown bootstrap tool {0:?}; use mmdebstrap or debootstrap")]
+    UnknownTool(String),
     /// mmdebstrap or debootstrap failed.
     #[error("image {name}: {failure}")]
     Bootstrap {
@@ -252,6 +257,9 @@ pub struct BuildRequest {
     pub replace: bool,
     /// The busybox binary to use (default: [`BUSYBOX_PATHS`]).
     pub busybox: Option<PathBuf>,
+    /// The bootstrap tool, `mmdebstrap` or `debootstrap` (default: the
+    /// first installed, in that order).
+    pub tool: Option<String>,
 }
 
 impl BuildRequest {
@@ -265,6 +273,7 @@ impl BuildRequest {
             mirror: None,
             replace: false,
             busybox: None,
+            tool: None,
         }
     }
 }
@@ -776,9 +785,9 @@ fn build_debian(
     store.check_new_name(&req.name, true)?;
     let inputs = DebianInputs::of(req, suite);
     let inputs_digest = inputs.digest();
-    // Same name, same inputs: nothing to do.
+    // Same name, same inputs: nothing to do (unless asked to rebuild).
     if let Ok(existing) = store.get(&req.name) {
-        if existing.manifest.inputs.as_deref() == Some(inputs_digest.as_str()) {
+        if !req.replace && existing.manifest.inputs.as_deref() == Some(inputs_digest.as_str()) {
             return Ok((existing, true));
         }
         store.check_new_name(&req.name, req.replace)?;
@@ -795,10 +804,14 @@ fn build_debian(
     let staging = store.staging(&req.name)?;
     let rootfs = staging.rootfs().to_path_buf();
     // Another image with the same inputs: copy it (hard links).
-    let twin = store
-        .list()?
-        .into_iter()
-        .find(|i| i.manifest.inputs.as_deref() == Some(inputs_digest.as_str()));
+    let twin = if req.replace {
+        None
+    } else {
+        store
+            .list()?
+            .into_iter()
+            .find(|i| i.manifest.inputs.as_deref() == Some(inputs_digest.as_str()))
+    };
     let mut source = format!("debian {} from {}", inputs.suite, inputs.mirror);
     let mut known_digest = None;
     if let Some(twin) = twin {
@@ -854,13 +867,16 @@ fn run_bootstrap(
     progress: &ProgressBar,
 ) -> Result<String, BuildError> {
     let rootfs = staging.rootfs();
-    let (tool, path) = if let Some(p) = which("mmdebstrap") {
-        ("mmdebstrap", p)
-    } else if let Some(p) = which("debootstrap") {
-        ("debootstrap", p)
-    } else {
+    let candidates: &[&str] = match req.tool.as_deref() {
+        None => &["mmdebstrap", "debootstrap"],
+        Some("mmdebstrap") => &["mmdebstrap"],
+        Some("debootstrap") => &["debootstrap"],
+        Some(other) => return Err(BuildError::UnknownTool(other.to_string())),
+    };
+    let Some((tool, path)) = candidates.iter().find_map(|t| which(t).map(|p| (*t, p))) else {
         return Err(BuildError::NoBootstrapTool {
             name: req.name.clone(),
+            tools: candidates.join(" or "),
         });
     };
     let mut cmd = Command::new(&path);

@@ -47,7 +47,12 @@ pub enum Command {
         /// Debian mirror (default: the host's apt mirror).
         #[arg(long)]
         mirror: Option<String>,
-        /// Replace an existing image of that name.
+        /// Debian bootstrap tool: mmdebstrap or debootstrap (default: the
+        /// first installed).
+        #[arg(long)]
+        tool: Option<String>,
+        /// Replace an existing image of that name, rebuilding even when
+        /// the inputs are unchanged.
         #[arg(long)]
         force: bool,
     },
@@ -231,6 +236,7 @@ pub fn run(cli: Cli) -> Result<()> {
             packages,
             role,
             mirror,
+            tool,
             force,
         } => {
             let source: Source = from.parse()?;
@@ -238,6 +244,7 @@ pub fn run(cli: Cli) -> Result<()> {
             req.packages = packages;
             req.role = role.as_deref().map(str::parse::<Role>).transpose()?;
             req.mirror = mirror;
+            req.tool = tool;
             req.replace = force;
             let pb = spinner();
             let outcome = build::build(&store, &req, &pb);

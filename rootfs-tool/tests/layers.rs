@@ -188,3 +188,39 @@ fn a_replaced_image_is_noticed_by_its_layers() {
     assert!(err.to_string().contains("create it again"), "{err}");
     layer.remove().unwrap();
 }
+
+#[test]
+fn a_layer_over_the_host_image_keeps_the_host_untouched() {
+    let Some(env) = common::env("a_layer_over_the_host_image_keeps_the_host_untouched") else {
+        return;
+    };
+    let (layer, root) = mounted_layer(&env, rootfs_tool::HOST_IMAGE, "h", Some(16 << 20));
+    let marker = format!("/etc/vbet-layer-test-{}", std::process::id());
+    let out = run_in(
+        &root,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("ip -br link && echo x > {marker}"),
+        ],
+    );
+    check(&out, "host tools in a guest on the host image");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lo "));
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the guest wrote to the host"
+    );
+    let changes = layer.diff().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.path == marker && c.kind == ChangeKind::Added),
+        "{changes:?}"
+    );
+    assert!(matches!(
+        layer.commit(&env.store, "hostcopy", false),
+        Err(LayerError::HostCommit { .. })
+    ));
+    mounts::unmount(&root).unwrap();
+    layer.remove().unwrap();
+}
