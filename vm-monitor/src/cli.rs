@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::spec::{ByteSize, VmSpec};
+use crate::spec::{ByteSize, RestartPolicy, VmSpec};
 
 /// One process that is one vBET VM.
 #[derive(Debug, Parser)]
@@ -123,12 +123,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         print!("{}", toml::to_string(&spec)?);
         return Ok(());
     }
+    let restart = spec.restart;
     let booted = crate::vm::boot(spec).context("cannot start the VM")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("async runtime")?;
-    rt.block_on(async {
+    let ended = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let stop = async move {
             tokio::select! {
@@ -141,7 +142,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .await
         .context("the VM failed")
-    })
+    })?;
+    drop(rt);
+    if ended == crate::vm::Ended::GuestExited && restart != RestartPolicy::Never {
+        // Boot again from a clean process image: the boot must run before
+        // any thread exists, and exec ends every thread. The PID stays.
+        tracing::warn!("the guest stopped by itself; restarting ({restart:?})");
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new("/proc/self/exe")
+            .args(std::env::args_os().skip(1))
+            .exec();
+        return Err(err).context("re-executing the monitor to restart the VM");
+    }
+    Ok(())
 }
 
 /// `vm-monitor exec`: streams stdin to the command and its output back;

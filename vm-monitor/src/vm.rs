@@ -82,7 +82,7 @@ pub struct Booted {
     init_pid: libc::pid_t,
     channel: OwnedFd,
     lock: Flock<File>,
-    reaper: OwnedFd,
+    reaper: Reaper,
     started: Instant,
 }
 
@@ -234,8 +234,26 @@ pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
     }
 }
 
-/// Forks the reaper; returns the pipe end whose closing sets it to work.
-fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<OwnedFd, VmError> {
+/// The reaper process, seen from the monitor.
+#[derive(Debug)]
+pub struct Reaper {
+    pid: libc::pid_t,
+    pipe: OwnedFd,
+}
+
+impl Reaper {
+    /// Tells the reaper the teardown is complete and waits for it to exit:
+    /// it removes nothing (a new VM of the same name may already be
+    /// creating those paths).
+    fn dismiss(self) {
+        let _ = nix::unistd::write(&self.pipe, b"c");
+        drop(self.pipe);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None);
+    }
+}
+
+/// Forks the reaper: it cleans up after the monitor unless dismissed.
+fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<Reaper, VmError> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| VmError::Io {
             what: "reaper pipe".into(),
@@ -246,12 +264,14 @@ fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<OwnedFd, VmError> {
             drop(write);
             let _ = nix::unistd::setsid();
             let _ = nix::sys::prctl::set_name(c"vbet-reaper");
-            // Block until every copy of the write end is closed: the
-            // monitor exited (cleanly or not) and so did the guest init.
+            // Block until every copy of the write end is closed (the
+            // monitor exited, however) or the monitor dismisses us.
             let mut byte = [0u8; 1];
-            while let Ok(n) = nix::unistd::read(&read, &mut byte) {
-                if n == 0 {
-                    break;
+            loop {
+                match nix::unistd::read(&read, &mut byte) {
+                    Ok(1) if byte[0] == b'c' => sys::exit_now(0),
+                    Ok(1) | Err(nix::errno::Errno::EINTR) => continue,
+                    _ => break,
                 }
             }
             let _ = cgroup.remove(Duration::from_secs(10));
@@ -261,9 +281,9 @@ fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<OwnedFd, VmError> {
             let _ = std::fs::remove_file(spec.lock_path());
             sys::exit_now(0)
         }
-        sys::Forked::Parent(_) => {
+        sys::Forked::Parent(pid) => {
             drop(read);
-            Ok(write)
+            Ok(Reaper { pid, pipe: write })
         }
     }
 }
@@ -308,13 +328,33 @@ impl Vm {
     }
 }
 
+/// How a VM's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Stopped on request (SIGTERM, Shutdown).
+    Stopped,
+    /// The guest init ended by itself (killed, crashed).
+    GuestExited,
+}
+
+fn finish(reaper: Reaper, errors: Vec<String>) -> Result<(), VmError> {
+    if errors.is_empty() {
+        reaper.dismiss();
+        Ok(())
+    } else {
+        // The reaper tries once more when we exit.
+        drop(reaper);
+        Err(VmError::Teardown(errors))
+    }
+}
+
 /// Runs a booted VM until `stop` resolves, a Shutdown request, or the
 /// guest's end; then tears it down. `ready` is called once the VM is ready.
 pub async fn run(
     booted: Booted,
     stop: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(&Vm),
-) -> Result<(), VmError> {
+) -> Result<Ended, VmError> {
     let Booted {
         spec,
         cgroup,
@@ -367,9 +407,9 @@ pub async fn run(
     let nics = match booting.await {
         Ok(n) => n,
         Err(e) => {
-            cleanup.kill_and_remove(Duration::ZERO).await;
+            let errors = cleanup.kill_and_remove(Duration::ZERO).await;
             drop(lock);
-            drop(reaper);
+            let _ = finish(reaper, errors);
             return Err(e);
         }
     };
@@ -393,7 +433,9 @@ pub async fn run(
     }) {
         Ok(s) => tokio::spawn(s),
         Err(e) => {
-            cleanup.kill_and_remove(Duration::ZERO).await;
+            let errors = cleanup.kill_and_remove(Duration::ZERO).await;
+            drop(vm.lock.lock().expect("not poisoned").take());
+            let _ = finish(reaper, errors);
             return Err(e);
         }
     };
@@ -440,12 +482,12 @@ pub async fn run(
     }
     let errors = cleanup.kill_and_remove(Duration::ZERO).await;
     drop(vm.lock.lock().expect("not poisoned").take());
-    drop(reaper);
-    if errors.is_empty() {
-        Ok(())
+    finish(reaper, errors)?;
+    Ok(if grace.is_some() {
+        Ended::Stopped
     } else {
-        Err(VmError::Teardown(errors))
-    }
+        Ended::GuestExited
+    })
 }
 
 struct Cleanup {

@@ -113,3 +113,57 @@ async fn shutdown_request_stops_the_vm() {
     assert!(status.success());
     assert_no_leftovers(&vm.spec, &vm.spec_path);
 }
+
+#[tokio::test]
+async fn restart_policy_boots_the_guest_again() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("again");
+    let mut s = spec("life", &name, dir.path());
+    s.restart = vm_monitor::spec::RestartPolicy::Always;
+    let (mut vm, mut client) = TestVm::start(s, dir.path()).await;
+    let marker = sh(&mut client, "echo x > /etc/marker; echo ok").await;
+    assert_eq!(marker, "ok\n");
+    let before = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    drop(client);
+
+    // The guest dies behind the monitor's back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before.init_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (after, mut client) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the VM did not come back"
+        );
+        if let Ok(mut c) = vm_monitor::client::connect(&vm.spec.api_socket()).await {
+            if let Ok(s) = c.status(pb::StatusRequest {}).await {
+                let s = s.into_inner();
+                if s.init_pid != before.init_pid && s.state == pb::VmState::Running as i32 {
+                    break (s, c);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        after.monitor_pid, before.monitor_pid,
+        "the monitor kept its PID"
+    );
+    assert_eq!(after.monitor_pid, vm.pid());
+    // A fresh boot: the writable layer was the old VM's.
+    let out = exec(&mut client, &["cat", "/etc/marker"]).await;
+    assert_ne!(out.status.code, 0);
+    drop(client);
+    assert!(vm.stop().success());
+}
