@@ -1,0 +1,208 @@
+//! The `Orchestrator` gRPC service over an [`Orchestrator`].
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use vbet_proto::vbet::orchestrator::v1 as pb;
+use vbet_proto::vbet::orchestrator::v1::orchestrator_server::Orchestrator as Service;
+use vbet_proto::vbet::port::v1 as port_pb;
+use vbet_proto::vbet::vm::v1 as vm_pb;
+
+use crate::lab::{LabError, Orchestrator, summaries};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The gRPC face of an orchestrator.
+#[derive(Debug)]
+pub struct OrchestratorService {
+    inner: Arc<Orchestrator>,
+}
+
+impl OrchestratorService {
+    /// Serves `inner`.
+    pub fn new(inner: Arc<Orchestrator>) -> OrchestratorService {
+        OrchestratorService { inner }
+    }
+}
+
+fn status(e: LabError) -> Status {
+    let message = e.to_string();
+    match e {
+        LabError::NotFound(_) => Status::not_found(message),
+        LabError::Exists(_) => Status::already_exists(message),
+        LabError::Invalid(_)
+        | LabError::BadName(_)
+        | LabError::Plan(_)
+        | LabError::Target { .. } => Status::invalid_argument(message),
+        _ => Status::failed_precondition(message),
+    }
+}
+
+/// Runs a deploy or destroy in the background, streaming its progress and
+/// ending the stream with the error if it failed.
+fn progress_stream<F>(
+    work: impl FnOnce(mpsc::Sender<pb::Progress>) -> F + Send + 'static,
+) -> BoxStream<pb::Progress>
+where
+    F: std::future::Future<Output = Result<(), LabError>> + Send + 'static,
+{
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let (tx, mut rx) = mpsc::channel::<pb::Progress>(64);
+    tokio::spawn(async move {
+        let forward = {
+            let out_tx = out_tx.clone();
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let _ = out_tx.send(Ok(p)).await;
+                }
+            })
+        };
+        let result = work(tx).await;
+        let _ = forward.await;
+        if let Err(e) = result {
+            let _ = out_tx.send(Err(status(e))).await;
+        }
+    });
+    Box::pin(ReceiverStream::new(out_rx))
+}
+
+#[tonic::async_trait]
+impl Service for OrchestratorService {
+    type DeployStream = BoxStream<pb::Progress>;
+
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<Self::DeployStream>, Status> {
+        let req = request.into_inner();
+        let path = PathBuf::from(&req.topology_path);
+        if !path.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "topology path {} must be absolute",
+                path.display()
+            )));
+        }
+        let inner = self.inner.clone();
+        Ok(Response::new(progress_stream(move |tx| async move {
+            let lab = (!req.lab.is_empty()).then_some(req.lab.as_str());
+            inner.deploy(lab, &path, &tx).await.map(|_| ())
+        })))
+    }
+
+    type DestroyStream = BoxStream<pb::Progress>;
+
+    async fn destroy(
+        &self,
+        request: Request<pb::DestroyRequest>,
+    ) -> Result<Response<Self::DestroyStream>, Status> {
+        let req = request.into_inner();
+        self.inner.lab(&req.lab).await.map_err(status)?;
+        let inner = self.inner.clone();
+        Ok(Response::new(progress_stream(move |tx| async move {
+            inner.destroy(&req.lab, &tx).await
+        })))
+    }
+
+    async fn list_labs(
+        &self,
+        _: Request<pb::ListLabsRequest>,
+    ) -> Result<Response<pb::ListLabsResponse>, Status> {
+        let labs = summaries(&self.inner.labs().await);
+        Ok(Response::new(pb::ListLabsResponse { labs }))
+    }
+
+    async fn inspect_lab(
+        &self,
+        request: Request<pb::InspectLabRequest>,
+    ) -> Result<Response<pb::Lab>, Status> {
+        let lab = self
+            .inner
+            .inspect(&request.into_inner().lab)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(lab))
+    }
+
+    type ExecStream = BoxStream<vm_pb::ExecReply>;
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.ok_or_else(|| {
+            Status::invalid_argument("Exec needs a first message naming the node")
+        })?;
+        let api = self
+            .inner
+            .node_api(&first.lab, &first.node)
+            .await
+            .map_err(status)?;
+        let mut client = vm_monitor::client::connect(&api).await.map_err(|e| {
+            Status::unavailable(format!(
+                "node {}: its monitor does not answer: {e}",
+                first.node
+            ))
+        })?;
+        let head = tokio_stream::iter(first.request);
+        let rest = incoming.filter_map(|m| m.ok().and_then(|m| m.request));
+        let replies = client.exec(head.chain(rest)).await?.into_inner();
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn set_link(
+        &self,
+        request: Request<pb::SetLinkRequest>,
+    ) -> Result<Response<pb::Cable>, Status> {
+        let req = request.into_inner();
+        let state = req
+            .state
+            .map(|s| {
+                port_pb::LinkState::try_from(s)
+                    .map_err(|_| Status::invalid_argument(format!("unknown link state {s}")))
+            })
+            .transpose()?;
+        let cable = self
+            .inner
+            .set_link(&req.lab, &req.target, state, req.impairment)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cable))
+    }
+
+    type CaptureStream = BoxStream<port_pb::PcapChunk>;
+
+    async fn capture(
+        &self,
+        request: Request<pb::CaptureRequest>,
+    ) -> Result<Response<Self::CaptureStream>, Status> {
+        let req = request.into_inner();
+        let (node, nic) = req
+            .target
+            .rsplit_once(':')
+            .and_then(|(node, nic)| {
+                let n = match nic.strip_prefix("eth") {
+                    Some(k) => k.parse::<u32>().ok(),
+                    None => nic.parse::<u32>().ok().and_then(|n| n.checked_sub(1)),
+                }?;
+                Some((node.to_owned(), n))
+            })
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("{:?} is not a NIC; write NODE:ethN", req.target))
+            })?;
+        let api = self.inner.node_api(&req.lab, &node).await.map_err(status)?;
+        let mut client = vm_monitor::client::connect(&api)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let stream = client
+            .capture(vm_pb::CaptureRequest { nic })
+            .await?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

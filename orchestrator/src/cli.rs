@@ -1,0 +1,829 @@
+//! The `vbet` command line: a client of the orchestrator's API that
+//! starts an orchestrator in the background when none runs.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use vbet_proto::vbet::orchestrator::v1 as pb;
+use vbet_proto::vbet::orchestrator::v1::orchestrator_client::OrchestratorClient;
+use vbet_proto::vbet::port::v1 as port_pb;
+use vbet_proto::vbet::vm::v1 as vm_pb;
+use vbet_topology::units::{Micros, Percent, Rate};
+
+use crate::layout::{DEFAULT_RUN_ROOT, Layout};
+
+/// vBET: bring up emulated networks of VMs, operate them, tear them down.
+#[derive(Debug, Parser)]
+#[command(name = "vbet", version, about)]
+pub struct Cli {
+    /// Where labs live (the orchestrator's socket is RUN_ROOT/orchestrator.sock).
+    #[arg(long, global = true, default_value = DEFAULT_RUN_ROOT, env = "VBET_RUN_ROOT")]
+    pub run_root: PathBuf,
+    /// Print listings as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `vbet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a topology as a lab; returns when every node is ready.
+    Up {
+        /// The topology (.vbet, .toml or .yaml).
+        file: PathBuf,
+        /// The lab's name (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a lab and everything it started.
+    Down {
+        /// The lab (may be omitted when there is only one).
+        lab: Option<String>,
+    },
+    /// List labs.
+    Ls,
+    /// Show a lab's nodes, switches and cables with their live state.
+    Inspect {
+        /// The lab (may be omitted when there is only one).
+        lab: Option<String>,
+    },
+    /// Run a command in a node; its exit code becomes vbet's.
+    Exec {
+        /// LAB/NODE, or NODE when there is only one lab.
+        node: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Change a cable: up, down, blackhole, impair or flap.
+    Link(LinkArgs),
+    /// Stream a NIC's frames as pcap (to stdout unless -w).
+    Capture {
+        /// NODE:ethN (or LAB/NODE:ethN).
+        target: String,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'w', long)]
+        write: Option<PathBuf>,
+    },
+    /// Check a topology file and summarise it, without deploying.
+    Check {
+        /// The topology.
+        file: PathBuf,
+    },
+    /// Print a component's log.
+    Logs {
+        /// LAB/NAME or NAME (a node or switch).
+        component: String,
+    },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, …
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `vbet link`.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The lab (may be omitted when there is only one).
+    #[arg(long)]
+    pub lab: Option<String>,
+    /// A cable: its name, two devices ("r2 r3"), or a NIC ("r1:eth1").
+    pub target: String,
+    /// up, down, blackhole, impair, or flap.
+    pub action: String,
+    /// Impair: one-way delay ("50ms").
+    #[arg(long)]
+    pub delay: Option<Micros>,
+    /// Impair: delay variation ("5ms").
+    #[arg(long)]
+    pub jitter: Option<Micros>,
+    /// Impair: frames lost, percent.
+    #[arg(long)]
+    pub loss: Option<Percent>,
+    /// Impair: frames duplicated, percent.
+    #[arg(long)]
+    pub duplicate: Option<Percent>,
+    /// Impair: frames corrupted, percent.
+    #[arg(long)]
+    pub corrupt: Option<Percent>,
+    /// Impair: rate limit ("10mbit").
+    #[arg(long)]
+    pub rate: Option<Rate>,
+    /// Flap: time between changes ("2s").
+    #[arg(long, default_value = "2s")]
+    pub period: Micros,
+    /// Flap: how many down/up cycles.
+    #[arg(long, default_value_t = 3)]
+    pub count: u32,
+}
+
+/// Runs the CLI; errors are printed as one paragraph.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let layout = Layout {
+        run_root: cli.run_root.clone(),
+    };
+    match &cli.command {
+        Command::Check { file } => return check(file),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "vbet", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let mut client = connect_or_start(&layout).await?;
+    match cli.command {
+        Command::Up { file, name } => up(&mut client, &file, name).await,
+        Command::Down { lab } => {
+            let lab = pick_lab(&mut client, lab).await?;
+            down(&mut client, &lab).await
+        }
+        Command::Ls => ls(&mut client, cli.json).await,
+        Command::Inspect { lab } => {
+            let lab = pick_lab(&mut client, lab).await?;
+            inspect(&mut client, &lab, cli.json).await
+        }
+        Command::Exec { node, argv } => {
+            let (lab, node) = split_target(&mut client, &node).await?;
+            exec(&mut client, &lab, &node, argv).await
+        }
+        Command::Link(args) => {
+            let lab = pick_lab(&mut client, args.lab.clone()).await?;
+            link(&mut client, &lab, &args, cli.json).await
+        }
+        Command::Capture { target, write } => {
+            let (lab, target) = split_target(&mut client, &target).await?;
+            capture(&mut client, &lab, &target, write.as_deref()).await
+        }
+        Command::Logs { component } => {
+            let (lab, name) = split_target(&mut client, &component).await?;
+            let log = layout.log(&lab, &name);
+            let text = std::fs::read_to_string(&log)
+                .with_context(|| format!("no log for {name} in lab {lab} ({})", log.display()))?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { .. } | Command::Completions { .. } => unreachable!("handled above"),
+    }
+}
+
+fn check(file: &Path) -> anyhow::Result<ExitCode> {
+    match vbet_topology::load(file) {
+        Ok(topo) => {
+            print!("{}", vbet_topology::summary::summary(&topo));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprint!("{}", errors.render(std::io::stderr().is_terminal()));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Connects to the orchestrator, starting one in the background if none
+/// answers.
+async fn connect_or_start(layout: &Layout) -> anyhow::Result<OrchestratorClient<Channel>> {
+    let socket = layout.orchestrator_socket();
+    if let Ok(channel) = vbet_proto::connect_unix(&socket).await {
+        return Ok(OrchestratorClient::new(channel));
+    }
+    let exe = std::env::current_exe().context("cannot find vbet's own path")?;
+    let orchestrator = exe.with_file_name("orchestrator");
+    std::fs::create_dir_all(&layout.run_root).with_context(|| {
+        format!(
+            "cannot create {} (vbet needs root)",
+            layout.run_root.display()
+        )
+    })?;
+    let log_path = layout.run_root.join("orchestrator.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let child = std::process::Command::new(&orchestrator)
+        .arg("--run-root")
+        .arg(&layout.run_root)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", orchestrator.display()))?;
+    eprintln!(
+        "vbet: no orchestrator was running; started one in the background (pid {}, log {})",
+        child.id(),
+        log_path.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(channel) = vbet_proto::connect_unix(&socket).await {
+            return Ok(OrchestratorClient::new(channel));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the orchestrator did not come up within 10 s; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn lab_names(client: &mut OrchestratorClient<Channel>) -> anyhow::Result<Vec<String>> {
+    let labs = client
+        .list_labs(pb::ListLabsRequest {})
+        .await?
+        .into_inner()
+        .labs;
+    Ok(labs.into_iter().map(|l| l.name).collect())
+}
+
+/// The lab given, or the only lab there is.
+async fn pick_lab(
+    client: &mut OrchestratorClient<Channel>,
+    lab: Option<String>,
+) -> anyhow::Result<String> {
+    if let Some(lab) = lab {
+        return Ok(lab);
+    }
+    match &lab_names(client).await?[..] {
+        [only] => Ok(only.clone()),
+        [] => bail!("there are no labs; bring one up with `vbet up FILE`"),
+        many => bail!("several labs are up ({}); name one", many.join(", ")),
+    }
+}
+
+/// Splits "LAB/REST" or takes the only lab for "REST".
+async fn split_target(
+    client: &mut OrchestratorClient<Channel>,
+    target: &str,
+) -> anyhow::Result<(String, String)> {
+    match target.split_once('/') {
+        Some((lab, rest)) => Ok((lab.to_owned(), rest.to_owned())),
+        None => Ok((pick_lab(client, None).await?, target.to_owned())),
+    }
+}
+
+fn phase_name(phase: i32) -> &'static str {
+    match pb::Phase::try_from(phase).unwrap_or(pb::Phase::Unspecified) {
+        pb::Phase::Planned => "planned",
+        pb::Phase::Starting => "starting",
+        pb::Phase::Ready => "ready",
+        pb::Phase::Failed => "FAILED",
+        pb::Phase::Stopping => "stopping",
+        pb::Phase::Stopped => "stopped",
+        pb::Phase::Unspecified => "",
+    }
+}
+
+/// Shows a progress stream: a bar on a terminal, plain lines otherwise.
+async fn follow(
+    stream: &mut tonic::Streaming<pb::Progress>,
+    verb: &str,
+    done_phase: pb::Phase,
+) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new(0);
+    if tty {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(verb.to_owned());
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    loop {
+        match stream.message().await {
+            Ok(Some(p)) => {
+                if p.component.is_empty() {
+                    bar.suspend(|| eprintln!("{}", p.message));
+                    continue;
+                }
+                let phase = pb::Phase::try_from(p.phase).unwrap_or(pb::Phase::Unspecified);
+                if phase == pb::Phase::Planned
+                    || (phase == pb::Phase::Stopping && bar.length() == Some(0))
+                {
+                    bar.inc_length(1);
+                }
+                if phase == pb::Phase::Stopping && bar.position() == 0 && bar.length() == Some(1) {
+                    // Destroy streams no "planned": size the bar as we go.
+                }
+                if phase == done_phase {
+                    bar.inc(1);
+                }
+                if phase == pb::Phase::Stopping {
+                    bar.inc_length(u64::from(bar.length() == Some(bar.position())));
+                }
+                if !tty || phase == pb::Phase::Failed {
+                    let line = format!(
+                        "  {:<8} {:<12} {}{}",
+                        p.kind,
+                        p.component,
+                        phase_name(p.phase),
+                        if p.message.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", p.message)
+                        }
+                    );
+                    bar.suspend(|| eprintln!("{line}"));
+                }
+            }
+            Ok(None) => {
+                bar.finish_and_clear();
+                return Ok(());
+            }
+            Err(status) => {
+                bar.finish_and_clear();
+                bail!("{}", status.message());
+            }
+        }
+    }
+}
+
+async fn up(
+    client: &mut OrchestratorClient<Channel>,
+    file: &Path,
+    name: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let path = file
+        .canonicalize()
+        .with_context(|| format!("cannot open topology {}", file.display()))?;
+    let mut stream = client
+        .deploy(pb::DeployRequest {
+            lab: name.unwrap_or_default(),
+            topology_path: path.display().to_string(),
+        })
+        .await?
+        .into_inner();
+    follow(&mut stream, "deploying", pb::Phase::Ready).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn down(client: &mut OrchestratorClient<Channel>, lab: &str) -> anyhow::Result<ExitCode> {
+    let mut stream = client
+        .destroy(pb::DestroyRequest {
+            lab: lab.to_owned(),
+            keep_layers: false,
+        })
+        .await?
+        .into_inner();
+    follow(&mut stream, "destroying", pb::Phase::Stopped).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ls(client: &mut OrchestratorClient<Channel>, json: bool) -> anyhow::Result<ExitCode> {
+    let labs = client
+        .list_labs(pb::ListLabsRequest {})
+        .await?
+        .into_inner()
+        .labs;
+    if json {
+        let rows: Vec<serde_json::Value> = labs
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "name": l.name, "state": l.state, "nodes": l.nodes,
+                    "switches": l.switches, "cables": l.cables,
+                    "topology": l.topology_path, "created": l.created_unix,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = labs
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.state.clone(),
+                l.nodes.to_string(),
+                l.switches.to_string(),
+                l.cables.to_string(),
+                l.topology_path.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["LAB", "STATE", "NODES", "SWITCHES", "CABLES", "TOPOLOGY"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_name(state: i32) -> &'static str {
+    match port_pb::LinkState::try_from(state).unwrap_or(port_pb::LinkState::Unspecified) {
+        port_pb::LinkState::Up | port_pb::LinkState::Unspecified => "up",
+        port_pb::LinkState::Down => "down",
+        port_pb::LinkState::Blackhole => "blackhole",
+    }
+}
+
+fn impairment_text(i: Option<&port_pb::Impairment>) -> String {
+    let Some(i) = i else { return String::new() };
+    let mut parts = Vec::new();
+    if i.delay_us > 0 {
+        parts.push(format!("delay {}", Micros(i.delay_us)));
+    }
+    if i.jitter_us > 0 {
+        parts.push(format!("jitter {}", Micros(i.jitter_us)));
+    }
+    if i.loss_percent > 0.0 {
+        parts.push(format!("loss {}%", i.loss_percent));
+    }
+    if i.duplicate_percent > 0.0 {
+        parts.push(format!("dup {}%", i.duplicate_percent));
+    }
+    if i.corrupt_percent > 0.0 {
+        parts.push(format!("corrupt {}%", i.corrupt_percent));
+    }
+    if i.rate_bps > 0 {
+        parts.push(format!("rate {}", Rate(i.rate_bps)));
+    }
+    parts.join(", ")
+}
+
+async fn inspect(
+    client: &mut OrchestratorClient<Channel>,
+    lab: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let lab = client
+        .inspect_lab(pb::InspectLabRequest {
+            lab: lab.to_owned(),
+        })
+        .await?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lab_json(&lab))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = lab.summary.unwrap_or_default();
+    println!("lab {} ({}), from {}\n", s.name, s.state, s.topology_path);
+    let mut rows = Vec::new();
+    for n in &lab.nodes {
+        if n.nics.is_empty() {
+            rows.push(vec![
+                n.name.clone(),
+                n.kind.clone(),
+                n.state.clone(),
+                n.monitor_pid.to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for (i, nic) in n.nics.iter().enumerate() {
+            let first = i == 0;
+            rows.push(vec![
+                if first { n.name.clone() } else { String::new() },
+                if first { n.kind.clone() } else { String::new() },
+                if first {
+                    n.state.clone()
+                } else {
+                    String::new()
+                },
+                if first {
+                    n.monitor_pid.to_string()
+                } else {
+                    String::new()
+                },
+                nic.name.clone(),
+                nic.addresses.join(" "),
+                nic.peer.clone(),
+                state_name(nic.state).to_owned(),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "NODE",
+            "KIND",
+            "STATE",
+            "PID",
+            "NIC",
+            "ADDRESSES",
+            "PEER",
+            "LINK",
+        ],
+        &rows,
+    );
+    if !lab.switches.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = lab
+            .switches
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.kind.clone(),
+                    s.state.clone(),
+                    s.pid.to_string(),
+                    s.ports.to_string(),
+                    s.ctl_socket.clone(),
+                ]
+            })
+            .collect();
+        print_table(
+            &["SWITCH", "KIND", "STATE", "PID", "PORTS", "CONTROL SOCKET"],
+            &rows,
+        );
+    }
+    println!();
+    let rows: Vec<Vec<String>> = lab
+        .cables
+        .iter()
+        .map(|c| {
+            vec![
+                c.label.clone(),
+                c.a.clone(),
+                c.b.clone(),
+                state_name(c.state).to_owned(),
+                impairment_text(c.impairment.as_ref()),
+            ]
+        })
+        .collect();
+    print_table(&["CABLE", "A", "B", "STATE", "IMPAIRMENTS"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lab_json(lab: &pb::Lab) -> serde_json::Value {
+    let s = lab.summary.clone().unwrap_or_default();
+    serde_json::json!({
+        "name": s.name, "state": s.state, "topology": s.topology_path, "run_dir": lab.run_dir,
+        "nodes": lab.nodes.iter().map(|n| serde_json::json!({
+            "name": n.name, "kind": n.kind, "state": n.state, "monitor_pid": n.monitor_pid,
+            "init_pid": n.init_pid, "api": n.api_socket, "uptime_ms": n.uptime_ms,
+            "nics": n.nics.iter().map(|nic| serde_json::json!({
+                "name": nic.name, "mac": nic.mac, "addresses": nic.addresses, "peer": nic.peer,
+                "link": state_name(nic.state),
+                "rx_frames": nic.counters.map_or(0, |c| c.rx_frames),
+                "tx_frames": nic.counters.map_or(0, |c| c.tx_frames),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "switches": lab.switches.iter().map(|s| serde_json::json!({
+            "name": s.name, "kind": s.kind, "state": s.state, "pid": s.pid,
+            "ctl": s.ctl_socket, "api": s.api_socket, "ports": s.ports,
+        })).collect::<Vec<_>>(),
+        "cables": lab.cables.iter().map(|c| serde_json::json!({
+            "label": c.label, "a": c.a, "b": c.b, "state": state_name(c.state),
+            "impairments": impairment_text(c.impairment.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints an aligned table.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+async fn exec(
+    client: &mut OrchestratorClient<Channel>,
+    lab: &str,
+    node: &str,
+    argv: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let wrap = |kind| pb::ExecRequest {
+        lab: lab.to_owned(),
+        node: node.to_owned(),
+        request: Some(vm_pb::ExecRequest { kind: Some(kind) }),
+    };
+    tx.send(wrap(vm_pb::exec_request::Kind::Start(vm_pb::ExecStart {
+        argv,
+        ..Default::default()
+    })))
+    .await?;
+    let interactive = std::io::stdin().is_terminal();
+    let (lab_owned, node_owned) = (lab.to_owned(), node.to_owned());
+    let input = tokio::spawn(async move {
+        let wrap = |kind| pb::ExecRequest {
+            lab: lab_owned.clone(),
+            node: node_owned.clone(),
+            request: Some(vm_pb::ExecRequest { kind: Some(kind) }),
+        };
+        if !interactive {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0
+                    || tx
+                        .send(wrap(vm_pb::exec_request::Kind::Stdin(buf[..n].to_vec())))
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        let _ = tx
+            .send(wrap(vm_pb::exec_request::Kind::StdinEof(true)))
+            .await;
+        tx.closed().await;
+    });
+    let mut replies = client
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let mut code = 1;
+    while let Some(reply) = replies.next().await {
+        match reply?.kind {
+            Some(vm_pb::exec_reply::Kind::Stdout(d)) => {
+                stdout.write_all(&d).await?;
+                stdout.flush().await?;
+            }
+            Some(vm_pb::exec_reply::Kind::Stderr(d)) => {
+                stderr.write_all(&d).await?;
+                stderr.flush().await?;
+            }
+            Some(vm_pb::exec_reply::Kind::Exit(s)) => {
+                code = if s.signal != 0 {
+                    128 + s.signal
+                } else {
+                    s.code
+                };
+                break;
+            }
+            Some(vm_pb::exec_reply::Kind::Started(_)) | None => {}
+        }
+    }
+    input.abort();
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+async fn link(
+    client: &mut OrchestratorClient<Channel>,
+    lab: &str,
+    args: &LinkArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let set = |state: Option<port_pb::LinkState>, impairment: Option<port_pb::Impairment>| {
+        pb::SetLinkRequest {
+            lab: lab.to_owned(),
+            target: args.target.clone(),
+            state: state.map(|s| s as i32),
+            impairment,
+        }
+    };
+    let cable = match args.action.as_str() {
+        "up" => {
+            client
+                .set_link(set(Some(port_pb::LinkState::Up), None))
+                .await?
+        }
+        "down" => {
+            client
+                .set_link(set(Some(port_pb::LinkState::Down), None))
+                .await?
+        }
+        "blackhole" => {
+            client
+                .set_link(set(Some(port_pb::LinkState::Blackhole), None))
+                .await?
+        }
+        "impair" => {
+            let imp = port_pb::Impairment {
+                delay_us: args.delay.map_or(0, |d| d.0),
+                jitter_us: args.jitter.map_or(0, |d| d.0),
+                loss_percent: args.loss.map_or(0.0, |p| p.0),
+                duplicate_percent: args.duplicate.map_or(0.0, |p| p.0),
+                corrupt_percent: args.corrupt.map_or(0.0, |p| p.0),
+                rate_bps: args.rate.map_or(0, |r| r.0),
+                queue_frames: 0,
+            };
+            client.set_link(set(None, Some(imp))).await?
+        }
+        "flap" => {
+            let period = Duration::from_micros(args.period.0);
+            for i in 1..=args.count {
+                client
+                    .set_link(set(Some(port_pb::LinkState::Down), None))
+                    .await?;
+                eprintln!("flap {i}/{}: down", args.count);
+                tokio::time::sleep(period).await;
+                client
+                    .set_link(set(Some(port_pb::LinkState::Up), None))
+                    .await?;
+                eprintln!("flap {i}/{}: up", args.count);
+                if i < args.count {
+                    tokio::time::sleep(period).await;
+                }
+            }
+            client.set_link(set(None, None)).await?
+        }
+        other => bail!("unknown link action {other:?}; use up, down, blackhole, impair or flap"),
+    }
+    .into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"label": cable.label, "a": cable.a, "b": cable.b,
+                "state": state_name(cable.state), "impairments": impairment_text(cable.impairment.as_ref())})
+        );
+    } else {
+        println!(
+            "{} ({} -- {}): {}{}",
+            cable.label,
+            cable.a,
+            cable.b,
+            state_name(cable.state),
+            match impairment_text(cable.impairment.as_ref()) {
+                t if t.is_empty() => String::new(),
+                t => format!(", {t}"),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn capture(
+    client: &mut OrchestratorClient<Channel>,
+    lab: &str,
+    target: &str,
+    write: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let mut stream = client
+        .capture(pb::CaptureRequest {
+            lab: lab.to_owned(),
+            target: target.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut out: Box<dyn Write + Send> = match write {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if out
+            .write_all(&chunk.data)
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

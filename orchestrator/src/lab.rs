@@ -1,0 +1,1000 @@
+//! The labs an orchestrator holds, and what it does to them: deploy
+//! (validate, plan, start, wait for readiness, roll back on failure),
+//! destroy, inspect, and link control.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::join_all;
+use tokio::sync::{Mutex, mpsc};
+use vbet_proto::vbet::orchestrator::v1 as pb;
+use vbet_proto::vbet::port::v1 as port_pb;
+use vbet_proto::vbet::switch::v1 as sw_pb;
+use vbet_proto::vbet::switch::v1::switch_client::SwitchClient;
+use vbet_proto::vbet::vm::v1 as vm_pb;
+use vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient;
+
+use crate::layout::{Layout, check_lab_name};
+use crate::plan::{CablePlan, Plan, PlanError, Readiness, SwitchPlan, VmPlan, plan};
+use crate::process::{is_alive, is_ours, log_tail, spawn_detached, terminate, wait_gone};
+use crate::state::{CableRecord, LabRecord, LabState, SwitchRecord, VmRecord};
+
+/// How long a switch may take to serve its API.
+const SWITCH_START: Duration = Duration::from_secs(10);
+/// How long a VM may take to boot.
+const VM_START: Duration = Duration::from_secs(60);
+/// How long a service may take to be ready.
+const SERVICE_READY: Duration = Duration::from_secs(60);
+/// How long a VM gets to shut down before it is killed.
+const VM_STOP: Duration = Duration::from_secs(5);
+
+/// Why a lab operation failed. Messages are for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The topology is not valid (the rendered diagnostics).
+    #[error("{0}")]
+    Invalid(String),
+    /// The topology cannot be planned.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A lab of that name exists.
+    #[error(
+        "lab {0} already exists; remove it with `vbet down {0}` or choose another name with --name"
+    )]
+    Exists(String),
+    /// No lab of that name.
+    #[error("no lab named {0} (see `vbet ls`)")]
+    NotFound(String),
+    /// A bad lab name.
+    #[error("{0}")]
+    BadName(String),
+    /// A component failed to start or become ready; the lab was rolled back.
+    #[error("{component}: {reason}")]
+    Component {
+        /// The switch or node.
+        component: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A link target that names nothing.
+    #[error("lab {lab}: {reason}")]
+    Target {
+        /// The lab.
+        lab: String,
+        /// What is wrong with the target.
+        reason: String,
+    },
+    /// Files of the lab could not be written.
+    #[error("cannot write {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Destroy finished, but some things could not be removed.
+    #[error("lab {lab} was removed, but: {problems}")]
+    Teardown {
+        /// The lab.
+        lab: String,
+        /// What could not be removed.
+        problems: String,
+    },
+}
+
+/// Progress reports of a deploy or destroy.
+pub type ProgressTx = mpsc::Sender<pb::Progress>;
+
+/// Holds labs and runs their components.
+#[derive(Debug)]
+pub struct Orchestrator {
+    layout: Layout,
+    bin_dir: PathBuf,
+    labs: Mutex<BTreeMap<String, LabRecord>>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+async fn report(tx: &ProgressTx, component: &str, kind: &str, phase: pb::Phase, message: &str) {
+    let _ = tx
+        .send(pb::Progress {
+            component: component.to_owned(),
+            kind: kind.to_owned(),
+            phase: phase as i32,
+            message: message.to_owned(),
+            total: 0,
+            ready: 0,
+        })
+        .await;
+}
+
+impl Orchestrator {
+    /// An orchestrator with labs under `layout`, starting the daemons found
+    /// in `bin_dir`. Labs already on disk are adopted.
+    pub fn new(layout: Layout, bin_dir: PathBuf) -> Orchestrator {
+        let labs = adopt(&layout);
+        Orchestrator {
+            layout,
+            bin_dir,
+            labs: Mutex::new(labs),
+        }
+    }
+
+    /// The file layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn binary(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// Every lab, by name.
+    pub async fn labs(&self) -> Vec<LabRecord> {
+        self.labs.lock().await.values().cloned().collect()
+    }
+
+    /// One lab.
+    pub async fn lab(&self, name: &str) -> Result<LabRecord, LabError> {
+        self.labs
+            .lock()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LabError::NotFound(name.to_owned()))
+    }
+
+    /// Validates, plans and brings up the topology at `path` as lab
+    /// `name` (default: the file's stem), reporting progress. On failure
+    /// everything started is removed again.
+    pub async fn deploy(
+        &self,
+        name: Option<&str>,
+        path: &Path,
+        progress: &ProgressTx,
+    ) -> Result<LabRecord, LabError> {
+        let topo = vbet_topology::load(path).map_err(|e| LabError::Invalid(e.render(false)))?;
+        let name = match name {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => default_lab_name(path),
+        };
+        check_lab_name(&name).map_err(LabError::BadName)?;
+        let plan = plan(&topo, &name, &self.layout)?;
+        let mut record = {
+            let mut labs = self.labs.lock().await;
+            if labs.contains_key(&name) || self.layout.lab_dir(&name).exists() {
+                return Err(LabError::Exists(name));
+            }
+            let record = LabRecord {
+                name: name.clone(),
+                state: LabState::Deploying,
+                topology_path: path.canonicalize().unwrap_or_else(|_| path.to_owned()),
+                created_unix: now_unix(),
+                switches: Vec::new(),
+                vms: Vec::new(),
+                cables: plan.cables.iter().map(cable_record).collect(),
+            };
+            labs.insert(name.clone(), record.clone());
+            record
+        };
+        match self.bring_up(&plan, &mut record, progress).await {
+            Ok(()) => {
+                record.state = LabState::Running;
+                self.store(&record).await;
+                report(
+                    progress,
+                    "",
+                    "lab",
+                    pb::Phase::Ready,
+                    &format!("lab {name} is up"),
+                )
+                .await;
+                Ok(record)
+            }
+            Err(e) => {
+                report(
+                    progress,
+                    "",
+                    "lab",
+                    pb::Phase::Failed,
+                    &format!("rolling back: {e}"),
+                )
+                .await;
+                let _ = self.tear_down(&record, progress).await;
+                self.labs.lock().await.remove(&name);
+                Err(e)
+            }
+        }
+    }
+
+    async fn store(&self, record: &LabRecord) {
+        let _ = record.save(&self.layout.state_file(&record.name));
+        self.labs
+            .lock()
+            .await
+            .insert(record.name.clone(), record.clone());
+    }
+
+    async fn bring_up(
+        &self,
+        plan: &Plan,
+        record: &mut LabRecord,
+        progress: &ProgressTx,
+    ) -> Result<(), LabError> {
+        let lab = &plan.lab;
+        let lab_dir = self.layout.lab_dir(lab);
+        for dir in [
+            lab_dir.clone(),
+            lab_dir.join("specs"),
+            lab_dir.join("logs"),
+            lab_dir.join("wire"),
+            lab_dir.join("sw"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|source| LabError::Io { path: dir, source })?;
+        }
+        record
+            .save(&self.layout.state_file(lab))
+            .map_err(|source| LabError::Io {
+                path: self.layout.state_file(lab),
+                source,
+            })?;
+        for s in &plan.switches {
+            report(progress, &s.name, s.kind_name(), pb::Phase::Planned, "").await;
+        }
+        for v in &plan.vms {
+            report(progress, &v.spec.name, "vm", pb::Phase::Planned, "").await;
+        }
+
+        // Switches first: the VMs plug into them.
+        let started = join_all(
+            plan.switches
+                .iter()
+                .map(|s| self.start_switch(lab, s, progress)),
+        )
+        .await;
+        let mut failure = None;
+        for result in started {
+            match result {
+                Ok(r) => record.switches.push(r),
+                Err((r, e)) => {
+                    record.switches.extend(r);
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        self.store(record).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+
+        let started = join_all(plan.vms.iter().map(|v| self.start_vm(lab, v, progress))).await;
+        for result in started {
+            match result {
+                Ok(r) => record.vms.push(r),
+                Err((r, e)) => {
+                    record.vms.extend(r);
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        self.store(record).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+
+        for cable in &plan.cables {
+            let default_state = cable.state == port_pb::LinkState::Up;
+            let no_impairment = cable.impairment == port_pb::Impairment::default();
+            if !(default_state && no_impairment) {
+                let state = (!default_state).then_some(cable.state);
+                let imp = (!no_impairment).then_some(cable.impairment);
+                self.apply_to_cable(record, cable_index(record, &cable.label), state, imp)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_switch(
+        &self,
+        lab: &str,
+        s: &SwitchPlan,
+        progress: &ProgressTx,
+    ) -> Result<SwitchRecord, (Option<SwitchRecord>, LabError)> {
+        report(progress, &s.name, s.kind_name(), pb::Phase::Starting, "").await;
+        let fail = |reason: String| LabError::Component {
+            component: format!("{} {}", s.kind_name(), s.name),
+            reason,
+        };
+        let log = self.layout.log(lab, &s.name);
+        let mut args = vec![
+            "--dir".to_owned(),
+            s.dir.display().to_string(),
+            "--api".to_owned(),
+            s.api().display().to_string(),
+        ];
+        if let Some(max) = s.max_ports {
+            args.extend(["--max-ports".to_owned(), max.to_string()]);
+        }
+        let pid = spawn_detached(&self.binary(s.binary()), &args, &log)
+            .map_err(|e| (None, fail(format!("cannot start {}: {e}", s.binary()))))?;
+        let rec = SwitchRecord {
+            name: s.name.clone(),
+            kind: s.kind_name().to_owned(),
+            pid,
+            dir: s.dir.clone(),
+            log: log.clone(),
+        };
+        let deadline = Instant::now() + SWITCH_START;
+        loop {
+            if let Ok(channel) = vbet_proto::connect_unix(s.api()).await
+                && SwitchClient::new(channel)
+                    .get_info(sw_pb::GetInfoRequest {})
+                    .await
+                    .is_ok()
+            {
+                break;
+            }
+            if !is_alive(pid) {
+                let e = fail(format!("exited during start:\n{}", log_tail(&log, 5)));
+                report(
+                    progress,
+                    &s.name,
+                    s.kind_name(),
+                    pb::Phase::Failed,
+                    &e.to_string(),
+                )
+                .await;
+                return Err((Some(rec), e));
+            }
+            if Instant::now() >= deadline {
+                let e = fail(format!("did not serve within {SWITCH_START:?}"));
+                report(
+                    progress,
+                    &s.name,
+                    s.kind_name(),
+                    pb::Phase::Failed,
+                    &e.to_string(),
+                )
+                .await;
+                return Err((Some(rec), e));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        report(progress, &s.name, s.kind_name(), pb::Phase::Ready, "").await;
+        Ok(rec)
+    }
+
+    async fn start_vm(
+        &self,
+        lab: &str,
+        v: &VmPlan,
+        progress: &ProgressTx,
+    ) -> Result<VmRecord, (Option<VmRecord>, LabError)> {
+        let name = &v.spec.name;
+        report(progress, name, "vm", pb::Phase::Starting, "").await;
+        let fail = |reason: String| LabError::Component {
+            component: format!("node {name}"),
+            reason,
+        };
+        let spec_path = self.layout.spec_file(lab, name);
+        let text = toml::to_string(&v.spec)
+            .map_err(|e| (None, fail(format!("cannot write its spec: {e}"))))?;
+        std::fs::write(&spec_path, text).map_err(|e| {
+            (
+                None,
+                fail(format!("cannot write {}: {e}", spec_path.display())),
+            )
+        })?;
+        let log = self.layout.log(lab, name);
+        let args = vec![
+            "run".to_owned(),
+            "--spec".to_owned(),
+            spec_path.display().to_string(),
+        ];
+        let pid = spawn_detached(&self.binary("vm-monitor"), &args, &log)
+            .map_err(|e| (None, fail(format!("cannot start vm-monitor: {e}"))))?;
+        let rec = VmRecord {
+            name: name.clone(),
+            kind: v.kind.clone(),
+            pid,
+            api: v.api.clone(),
+            log: log.clone(),
+            addresses: v.spec.nics.iter().map(|n| n.addresses.clone()).collect(),
+        };
+        let result = async {
+            let deadline = Instant::now() + VM_START;
+            loop {
+                if let Ok(status) = vm_status(&v.api).await
+                    && status.state == vm_pb::VmState::Running as i32
+                {
+                    break;
+                }
+                if !is_alive(pid) {
+                    return Err(fail(format!("its monitor exited:\n{}", log_tail(&log, 8))));
+                }
+                if Instant::now() >= deadline {
+                    return Err(fail(format!("did not boot within {VM_START:?}")));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            for check in &v.readiness {
+                wait_ready(&v.api, check)
+                    .await
+                    .map_err(|reason| fail(format!("service {}: {reason}", check.service)))?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                report(progress, name, "vm", pb::Phase::Ready, "").await;
+                Ok(rec)
+            }
+            Err(e) => {
+                report(progress, name, "vm", pb::Phase::Failed, &e.to_string()).await;
+                Err((Some(rec), e))
+            }
+        }
+    }
+
+    /// Removes everything of lab `name`.
+    pub async fn destroy(&self, name: &str, progress: &ProgressTx) -> Result<(), LabError> {
+        let mut record = self.lab(name).await?;
+        record.state = LabState::Destroying;
+        self.store(&record).await;
+        let result = self.tear_down(&record, progress).await;
+        self.labs.lock().await.remove(name);
+        report(
+            progress,
+            "",
+            "lab",
+            pb::Phase::Stopped,
+            &format!("lab {name} removed"),
+        )
+        .await;
+        result
+    }
+
+    /// Stops every component of `record` (VMs first, then switches) and
+    /// removes the lab's run directory; best effort, keeping every problem.
+    async fn tear_down(&self, record: &LabRecord, progress: &ProgressTx) -> Result<(), LabError> {
+        let lab = &record.name;
+        let vm_results = join_all(record.vms.iter().map(|vm| async move {
+            report(progress, &vm.name, "vm", pb::Phase::Stopping, "").await;
+            let marker = self.layout.spec_file(lab, &vm.name).display().to_string();
+            if let Ok(mut client) = vm_monitor::client::connect(&vm.api).await {
+                let _ = client
+                    .shutdown(vm_pb::ShutdownRequest {
+                        timeout_ms: VM_STOP.as_millis() as u32,
+                    })
+                    .await;
+            }
+            let killed = if wait_gone(vm.pid, &marker, VM_STOP + Duration::from_secs(2)).await {
+                false
+            } else {
+                terminate(vm.pid, &marker, Duration::from_secs(3)).await
+            };
+            report(progress, &vm.name, "vm", pb::Phase::Stopped, "").await;
+            killed.then(|| format!("node {} had to be killed", vm.name))
+        }))
+        .await;
+        let switch_results = join_all(record.switches.iter().map(|s| async move {
+            report(progress, &s.name, &s.kind, pb::Phase::Stopping, "").await;
+            let killed =
+                terminate(s.pid, &s.dir.display().to_string(), Duration::from_secs(5)).await;
+            report(progress, &s.name, &s.kind, pb::Phase::Stopped, "").await;
+            killed.then(|| format!("{} {} had to be killed", s.kind, s.name))
+        }))
+        .await;
+        let mut problems: Vec<String> = vm_results
+            .into_iter()
+            .chain(switch_results)
+            .flatten()
+            .collect();
+        let dir = self.layout.lab_dir(lab);
+        if dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            problems.push(format!("cannot remove {}: {e}", dir.display()));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(LabError::Teardown {
+                lab: lab.clone(),
+                problems: problems.join("; "),
+            })
+        }
+    }
+
+    /// A lab with the live state of every component.
+    pub async fn inspect(&self, name: &str) -> Result<pb::Lab, LabError> {
+        let record = self.lab(name).await?;
+        let record_ref = &record;
+        let nodes = join_all(record.vms.iter().map(|vm| async move {
+            let status = vm_status(&vm.api).await.ok();
+            node_info(record_ref, vm, status.as_ref())
+        }))
+        .await;
+        let switches = join_all(record.switches.iter().map(|s| async move {
+            let info = switch_info(&s.dir.join("api")).await.ok();
+            pb::SwitchInfo {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                state: if info.is_some() {
+                    "running"
+                } else {
+                    "unreachable"
+                }
+                .into(),
+                pid: s.pid,
+                ctl_socket: s.dir.join("ctl").display().to_string(),
+                api_socket: s.dir.join("api").display().to_string(),
+                ports: info.map_or(0, |i| i.ports),
+            }
+        }))
+        .await;
+        Ok(pb::Lab {
+            summary: Some(summary(&record)),
+            nodes,
+            switches,
+            cables: record.cables.iter().map(cable_message).collect(),
+            run_dir: self.layout.lab_dir(name).display().to_string(),
+        })
+    }
+
+    /// Sets the state and/or impairments of a cable or NIC of lab `lab`.
+    pub async fn set_link(
+        &self,
+        lab: &str,
+        target: &str,
+        state: Option<port_pb::LinkState>,
+        impairment: Option<port_pb::Impairment>,
+    ) -> Result<pb::Cable, LabError> {
+        let mut record = self.lab(lab).await?;
+        let index = resolve_cable(&record, target).map_err(|reason| LabError::Target {
+            lab: lab.to_owned(),
+            reason,
+        })?;
+        self.apply_to_cable(&mut record, index, state, impairment)
+            .await?;
+        let message = cable_message(&record.cables[index]);
+        self.store(&record).await;
+        Ok(message)
+    }
+
+    /// Applies a state and impairments to both VM ends of cable `index`.
+    async fn apply_to_cable(
+        &self,
+        record: &mut LabRecord,
+        index: usize,
+        state: Option<port_pb::LinkState>,
+        impairment: Option<port_pb::Impairment>,
+    ) -> Result<(), LabError> {
+        let cable = record.cables[index].clone();
+        let ends: Vec<(&VmRecord, u32)> = [&cable.a, &cable.b]
+            .into_iter()
+            .filter_map(|end| {
+                let (device, nic) = split_end(end)?;
+                record
+                    .vms
+                    .iter()
+                    .find(|v| v.name == device)
+                    .map(|v| (v, nic))
+            })
+            .collect();
+        // A cable between two VMs is impaired once per direction, at each
+        // sender; a cable to a switch at the VM end, both ways.
+        let both_ways = ends.len() == 1;
+        for (vm, nic) in &ends {
+            let request = vm_pb::SetLinkRequest {
+                nic: nic - 1,
+                state: state.map_or(0, |s| s as i32),
+                egress: impairment,
+                ingress: impairment.filter(|_| both_ways),
+            };
+            let mut client =
+                vm_monitor::client::connect(&vm.api)
+                    .await
+                    .map_err(|e| LabError::Component {
+                        component: format!("node {}", vm.name),
+                        reason: format!("its monitor does not answer: {e}"),
+                    })?;
+            client
+                .set_link(request)
+                .await
+                .map_err(|e| LabError::Component {
+                    component: format!("node {}", vm.name),
+                    reason: e.message().to_owned(),
+                })?;
+        }
+        let stored = &mut record.cables[index];
+        if let Some(s) = state {
+            stored.state = s as i32;
+        }
+        if let Some(i) = impairment {
+            stored.delay_us = i.delay_us;
+            stored.jitter_us = i.jitter_us;
+            stored.loss_percent = i.loss_percent;
+            stored.duplicate_percent = i.duplicate_percent;
+            stored.corrupt_percent = i.corrupt_percent;
+            stored.rate_bps = i.rate_bps;
+        }
+        Ok(())
+    }
+
+    /// The API socket of node `node` of lab `lab`, and the NIC a target
+    /// like "r1:eth1" names (0-based), if any.
+    pub async fn node_api(&self, lab: &str, node: &str) -> Result<PathBuf, LabError> {
+        let record = self.lab(lab).await?;
+        record
+            .vms
+            .iter()
+            .find(|v| v.name == node)
+            .map(|v| v.api.clone())
+            .ok_or_else(|| LabError::Target {
+                lab: lab.to_owned(),
+                reason: format!("no node named {node}"),
+            })
+    }
+}
+
+fn default_lab_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "lab".into());
+    let clean: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(crate::layout::MAX_LAB_NAME)
+        .collect();
+    clean.trim_start_matches(['-', '_']).to_owned()
+}
+
+/// Labs found on disk: their records, marked degraded if a component died.
+fn adopt(layout: &Layout) -> BTreeMap<String, LabRecord> {
+    let mut labs = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(&layout.run_root) else {
+        return labs;
+    };
+    for entry in entries.flatten() {
+        let state = entry.path().join("lab.json");
+        let Ok(mut record) = LabRecord::load(&state) else {
+            continue;
+        };
+        let alive = record.vms.iter().all(|v| {
+            is_ours(
+                v.pid,
+                &layout
+                    .spec_file(&record.name, &v.name)
+                    .display()
+                    .to_string(),
+            )
+        }) && record
+            .switches
+            .iter()
+            .all(|s| is_ours(s.pid, &s.dir.display().to_string()));
+        if !alive && record.state == LabState::Running {
+            record.state = LabState::Degraded;
+        }
+        tracing::info!(lab = %record.name, state = record.state.name(), "adopted lab");
+        labs.insert(record.name.clone(), record);
+    }
+    labs
+}
+
+fn cable_record(c: &CablePlan) -> CableRecord {
+    CableRecord {
+        label: c.label.clone(),
+        a: c.a.to_string(),
+        b: c.b.to_string(),
+        state: port_pb::LinkState::Up as i32,
+        delay_us: 0,
+        jitter_us: 0,
+        loss_percent: 0.0,
+        duplicate_percent: 0.0,
+        corrupt_percent: 0.0,
+        rate_bps: 0,
+    }
+}
+
+fn cable_index(record: &LabRecord, label: &str) -> usize {
+    record
+        .cables
+        .iter()
+        .position(|c| c.label == label)
+        .expect("planned cables are recorded")
+}
+
+fn cable_message(c: &CableRecord) -> pb::Cable {
+    pb::Cable {
+        label: c.label.clone(),
+        a: c.a.clone(),
+        b: c.b.clone(),
+        state: c.state,
+        impairment: Some(port_pb::Impairment {
+            delay_us: c.delay_us,
+            jitter_us: c.jitter_us,
+            loss_percent: c.loss_percent,
+            duplicate_percent: c.duplicate_percent,
+            corrupt_percent: c.corrupt_percent,
+            rate_bps: c.rate_bps,
+            queue_frames: 0,
+        }),
+    }
+}
+
+/// Splits "r1:2" into ("r1", 2).
+fn split_end(end: &str) -> Option<(&str, u32)> {
+    let (device, nic) = end.rsplit_once(':')?;
+    Some((device, nic.parse().ok()?))
+}
+
+/// Finds the cable a target names: a cable label or name, two devices
+/// ("r2 r3" or "r2--r3"), or a NIC ("r1:eth1", "r1:2").
+pub fn resolve_cable(record: &LabRecord, target: &str) -> Result<usize, String> {
+    let target = target.trim();
+    if let Some(i) = record.cables.iter().position(|c| c.label == target) {
+        return Ok(i);
+    }
+    if let Some((device, nic)) = target.rsplit_once(':') {
+        let number = match nic.strip_prefix("eth") {
+            Some(k) => k.parse::<u32>().ok().map(|k| k + 1),
+            None => nic.parse::<u32>().ok(),
+        }
+        .ok_or_else(|| format!("{target:?} is not a NIC; write NODE:ethN or NODE:N"))?;
+        let end = format!("{device}:{number}");
+        return record
+            .cables
+            .iter()
+            .position(|c| c.a == end || c.b == end)
+            .ok_or_else(|| format!("no cable is plugged into {target}"));
+    }
+    let pair: Vec<&str> = target
+        .split(|c: char| c.is_whitespace() || c == '-')
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let [x, y] = pair[..] {
+        let device = |end: &str| end.rsplit_once(':').map(|(d, _)| d.to_owned());
+        let matches: Vec<usize> = record
+            .cables
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                let (a, b) = (device(&c.a), device(&c.b));
+                (a.as_deref() == Some(x) && b.as_deref() == Some(y))
+                    || (a.as_deref() == Some(y) && b.as_deref() == Some(x))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        return match matches[..] {
+            [i] => Ok(i),
+            [] => Err(format!("no cable joins {x} and {y}")),
+            _ => Err(format!(
+                "several cables join {x} and {y}; name a NIC such as {x}:eth0"
+            )),
+        };
+    }
+    Err(format!(
+        "{target:?} names no cable; give a cable name, two devices (\"r2 r3\") or a NIC (\"r1:eth1\")"
+    ))
+}
+
+fn summary(record: &LabRecord) -> pb::LabSummary {
+    pb::LabSummary {
+        name: record.name.clone(),
+        state: record.state.name().to_owned(),
+        nodes: record.vms.len() as u32,
+        switches: record.switches.len() as u32,
+        cables: record.cables.len() as u32,
+        topology_path: record.topology_path.display().to_string(),
+        created_unix: record.created_unix,
+    }
+}
+
+/// A short summary of every lab.
+pub fn summaries(records: &[LabRecord]) -> Vec<pb::LabSummary> {
+    records.iter().map(summary).collect()
+}
+
+fn node_info(record: &LabRecord, vm: &VmRecord, status: Option<&vm_pb::VmStatus>) -> pb::Node {
+    let state = match status.map(|s| vm_pb::VmState::try_from(s.state)) {
+        Some(Ok(vm_pb::VmState::Running)) => "running",
+        Some(Ok(vm_pb::VmState::Frozen)) => "frozen",
+        Some(Ok(vm_pb::VmState::Booting)) => "booting",
+        Some(Ok(vm_pb::VmState::Stopping)) => "stopping",
+        Some(Ok(vm_pb::VmState::Stopped)) => "stopped",
+        Some(_) => "unknown",
+        None => "unreachable",
+    };
+    let nics = status.map_or_else(Vec::new, |s| {
+        s.nics
+            .iter()
+            .map(|n| {
+                let number = n.index + 1;
+                let here = format!("{}:{number}", vm.name);
+                let peer = record
+                    .cables
+                    .iter()
+                    .find_map(|c| {
+                        if c.a == here {
+                            Some(c.b.clone())
+                        } else if c.b == here {
+                            Some(c.a.clone())
+                        } else {
+                            None
+                        }
+                    })
+                    .unwrap_or_default();
+                pb::NicInfo {
+                    name: n.name.clone(),
+                    mac: n.mac.clone(),
+                    addresses: vm
+                        .addresses
+                        .get(n.index as usize)
+                        .cloned()
+                        .unwrap_or_default(),
+                    peer,
+                    state: n.link_state,
+                    counters: n.counters,
+                }
+            })
+            .collect()
+    });
+    pb::Node {
+        name: vm.name.clone(),
+        kind: vm.kind.clone(),
+        state: state.into(),
+        monitor_pid: vm.pid,
+        init_pid: status.map_or(0, |s| s.init_pid),
+        api_socket: vm.api.display().to_string(),
+        nics,
+        uptime_ms: status.map_or(0, |s| s.uptime_ms),
+    }
+}
+
+async fn vm_status(api: &Path) -> Result<vm_pb::VmStatus, tonic::Status> {
+    let mut client: VmMonitorClient<_> = vm_monitor::client::connect(api)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(client.status(vm_pb::StatusRequest {}).await?.into_inner())
+}
+
+async fn switch_info(api: &Path) -> Result<sw_pb::SwitchInfo, tonic::Status> {
+    let channel = vbet_proto::connect_unix(api)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(SwitchClient::new(channel)
+        .get_info(sw_pb::GetInfoRequest {})
+        .await?
+        .into_inner())
+}
+
+/// The shell command that checks a readiness condition inside the VM.
+fn check_command(ready: &vbet_topology::model::Ready) -> Option<String> {
+    use vbet_topology::model::Ready;
+    match ready {
+        // A listening socket (state 0A) on the port, IPv4 or IPv6.
+        Ready::Tcp(port) => Some(format!(
+            "grep -qiE '^ *[0-9]+: [0-9A-F]+:{port:04X} [0-9A-F]+:[0-9A-F]+ 0A' /proc/net/tcp /proc/net/tcp6"
+        )),
+        Ready::Command(cmd) => Some(cmd.clone()),
+        Ready::File(path) => Some(format!("test -e '{}'", path.replace('\'', "'\\''"))),
+        Ready::Delay(_) => None,
+    }
+}
+
+/// Waits until a service's readiness check passes inside the VM.
+async fn wait_ready(api: &Path, check: &Readiness) -> Result<(), String> {
+    if let vbet_topology::model::Ready::Delay(d) = &check.ready {
+        tokio::time::sleep(Duration::from_micros(d.0)).await;
+        return Ok(());
+    }
+    let command = check_command(&check.ready).unwrap_or_default();
+    let deadline = Instant::now() + SERVICE_READY;
+    let mut last = String::new();
+    loop {
+        if let Ok(mut client) = vm_monitor::client::connect(api).await {
+            match vm_monitor::client::exec(&mut client, &["/bin/sh", "-c", &command], b"").await {
+                Ok(out) if out.status.code == 0 && out.status.signal == 0 => return Ok(()),
+                Ok(out) => last = String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                Err(e) => last = e.message().to_owned(),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "not ready within {SERVICE_READY:?} (check `{}` {})",
+                check.ready,
+                if last.is_empty() {
+                    "kept failing".to_owned()
+                } else {
+                    format!("said: {last}")
+                }
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> LabRecord {
+        let cable = |label: &str, a: &str, b: &str| CableRecord {
+            label: label.into(),
+            a: a.into(),
+            b: b.into(),
+            state: 1,
+            delay_us: 0,
+            jitter_us: 0,
+            loss_percent: 0.0,
+            duplicate_percent: 0.0,
+            corrupt_percent: 0.0,
+            rate_bps: 0,
+        };
+        LabRecord {
+            name: "t".into(),
+            state: LabState::Running,
+            topology_path: "/x".into(),
+            created_unix: 0,
+            switches: vec![],
+            vms: vec![],
+            cables: vec![
+                cable("r1:2--r2:1", "r1:2", "r2:1"),
+                cable("uplink", "r2:2", "r3:1"),
+            ],
+        }
+    }
+
+    #[test]
+    fn resolves_cables_by_label_pair_and_nic() {
+        let r = record();
+        assert_eq!(resolve_cable(&r, "uplink"), Ok(1));
+        assert_eq!(resolve_cable(&r, "r1:2--r2:1"), Ok(0));
+        assert_eq!(resolve_cable(&r, "r2 r3"), Ok(1));
+        assert_eq!(resolve_cable(&r, "r3 r2"), Ok(1));
+        assert_eq!(resolve_cable(&r, "r1:eth1"), Ok(0));
+        assert_eq!(resolve_cable(&r, "r3:1"), Ok(1));
+        assert!(
+            resolve_cable(&r, "r1 r3")
+                .unwrap_err()
+                .contains("no cable joins")
+        );
+        assert!(
+            resolve_cable(&r, "r1:eth5")
+                .unwrap_err()
+                .contains("no cable")
+        );
+        assert!(resolve_cable(&r, "nothing").is_err());
+    }
+
+    #[test]
+    fn tcp_readiness_matches_proc_net_tcp() {
+        let cmd = check_command(&vbet_topology::model::Ready::Tcp(2601)).unwrap();
+        assert!(cmd.contains(":0A29 "), "{cmd}");
+    }
+
+    #[test]
+    fn lab_names_default_to_the_file_stem() {
+        assert_eq!(
+            default_lab_name(Path::new("/x/paper-4.1-ospf.vbet")),
+            "paper-4-1-ospf"
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! Turning a validated topology into a plan: which switch and hub daemons
+//! to start, the spec of every VM monitor, and how every cable is wired.
+
+use std::path::PathBuf;
+
+use vbet_proto::vbet::port::v1 as port_pb;
+use vbet_topology::model::{self, Cable, Endpoint, Impair, Node, Topology};
+use vm_monitor::spec::{
+    self as vm, FileSpec, NicSpec, Resources, RestartPolicy, RouteSpec, Share, ShareMode, VmSpec,
+    Wiring,
+};
+
+use crate::layout::Layout;
+
+/// A switch or hub to start.
+#[derive(Debug, Clone)]
+pub struct SwitchPlan {
+    /// Its name.
+    pub name: String,
+    /// Switch or hub.
+    pub kind: model::SwitchKind,
+    /// Its directory: `ctl` and `api` inside.
+    pub dir: PathBuf,
+    /// The most ports it may have.
+    pub max_ports: Option<u32>,
+}
+
+impl SwitchPlan {
+    /// The binary that runs it: "switchd" or "hubd".
+    pub fn binary(&self) -> &'static str {
+        match self.kind {
+            model::SwitchKind::Switch => "switchd",
+            model::SwitchKind::Hub => "hubd",
+        }
+    }
+
+    /// "switch" or "hub".
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            model::SwitchKind::Switch => "switch",
+            model::SwitchKind::Hub => "hub",
+        }
+    }
+
+    /// Its control socket.
+    pub fn ctl(&self) -> PathBuf {
+        self.dir.join("ctl")
+    }
+
+    /// Its API socket.
+    pub fn api(&self) -> PathBuf {
+        self.dir.join("api")
+    }
+}
+
+/// A service whose readiness the orchestrator checks after boot.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// The service's name.
+    pub service: String,
+    /// The check.
+    pub ready: model::Ready,
+}
+
+/// A VM to start.
+#[derive(Debug, Clone)]
+pub struct VmPlan {
+    /// Its node kind.
+    pub kind: String,
+    /// The monitor's spec.
+    pub spec: VmSpec,
+    /// The monitor's API socket.
+    pub api: PathBuf,
+    /// Services to wait for.
+    pub readiness: Vec<Readiness>,
+}
+
+/// A cable's state and impairments to apply once everything is up.
+#[derive(Debug, Clone)]
+pub struct CablePlan {
+    /// Its label.
+    pub label: String,
+    /// One end.
+    pub a: Endpoint,
+    /// The other end.
+    pub b: Endpoint,
+    /// Initial state.
+    pub state: port_pb::LinkState,
+    /// Impairments, both directions.
+    pub impairment: port_pb::Impairment,
+}
+
+/// Everything a lab is made of.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The lab's name.
+    pub lab: String,
+    /// Switches and hubs, started first.
+    pub switches: Vec<SwitchPlan>,
+    /// VMs.
+    pub vms: Vec<VmPlan>,
+    /// Cables.
+    pub cables: Vec<CablePlan>,
+}
+
+/// Why a topology cannot be deployed as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Two switches joined directly.
+    #[error("cable {0} joins two switches; switch-to-switch trunks are not supported yet")]
+    SwitchToSwitch(String),
+    /// An image that is neither `host` nor in the image store.
+    #[error(
+        "node {node}: image {image:?} is not in the image store ({reason}); build it with `rootfs-tool build {image} --from busybox` or use image \"host\""
+    )]
+    UnknownImage {
+        /// The node.
+        node: String,
+        /// The image.
+        image: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// A file source could not be read.
+    #[error("node {node}: cannot read file {source_path} for {guest_path}")]
+    FileSource {
+        /// The node.
+        node: String,
+        /// Where it goes in the guest.
+        guest_path: String,
+        /// The host path.
+        source_path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file mode that is not octal.
+    #[error("node {node}: file {path} has mode {mode:?}, which is not octal permissions")]
+    FileMode {
+        /// The node.
+        node: String,
+        /// The guest path.
+        path: String,
+        /// The mode given.
+        mode: String,
+    },
+}
+
+/// Plans lab `lab` from `topo` (already validated by the topology crate).
+pub fn plan(topo: &Topology, lab: &str, layout: &Layout) -> Result<Plan, PlanError> {
+    let switches: Vec<SwitchPlan> = topo
+        .switches
+        .iter()
+        .map(|s| SwitchPlan {
+            name: s.name.clone(),
+            kind: s.kind,
+            dir: layout.switch_dir(lab, &s.name),
+            max_ports: s.max_ports,
+        })
+        .collect();
+    for cable in &topo.cables {
+        if topo.switch(&cable.a.device).is_some() && topo.switch(&cable.b.device).is_some() {
+            return Err(PlanError::SwitchToSwitch(cable.label()));
+        }
+    }
+    let vms = topo
+        .nodes
+        .iter()
+        .map(|node| plan_vm(topo, node, lab, layout))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cables = topo.cables.iter().map(plan_cable).collect();
+    Ok(Plan {
+        lab: lab.to_owned(),
+        switches,
+        vms,
+        cables,
+    })
+}
+
+fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<VmPlan, PlanError> {
+    let mut spec = VmSpec::named(&node.name);
+    spec.lab = lab.to_owned();
+    spec.run_dir = Some(layout.lab_dir(lab));
+    spec.image = image_root(node)?;
+    spec.resources = Resources {
+        memory: node.memory.map(|m| vm::ByteSize(m.0)),
+        cpus: node.cpus,
+        pids: None,
+    };
+    spec.restart = match node.restart {
+        None | Some(model::Restart::No) => RestartPolicy::Never,
+        Some(model::Restart::OnFailure) => RestartPolicy::OnFailure,
+        Some(model::Restart::Always) => RestartPolicy::Always,
+    };
+    spec.hostfs = node
+        .hostfs
+        .iter()
+        .map(|h| Share {
+            src: PathBuf::from(&h.host),
+            dst: PathBuf::from(&h.guest),
+            mode: if h.readonly {
+                ShareMode::Ro
+            } else {
+                ShareMode::Rw
+            },
+        })
+        .collect();
+    spec.files = node
+        .files
+        .iter()
+        .map(|f| file_spec(topo, node, f))
+        .collect::<Result<_, _>>()?;
+    spec.nics = node
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, nic)| {
+            let number = i as u32 + 1;
+            NicSpec {
+                index: i as u32,
+                mac: nic.mac.map(|m| m.to_string()),
+                addresses: nic.addrs.iter().map(ToString::to_string).collect(),
+                wiring: wiring(topo, node, number, lab, layout),
+            }
+        })
+        .collect();
+    spec.routes = node
+        .gateway
+        .iter()
+        .map(|gw| RouteSpec {
+            dst: "default".into(),
+            via: Some(*gw),
+            nic: None,
+        })
+        .chain(node.routes.iter().map(|r| RouteSpec {
+            dst: r.to.to_string(),
+            via: r.via,
+            nic: r.nic.map(|n| n.saturating_sub(1)),
+        }))
+        .collect();
+    // Kernel parameters first (they are per network namespace, so the
+    // VM's own), then the services in order.
+    spec.commands = node
+        .sysctls
+        .iter()
+        .map(|(key, value)| format!("sysctl -qw {key}={value}"))
+        .chain(node.services.iter().map(|s| s.command.clone()))
+        .collect();
+    let readiness = node
+        .services
+        .iter()
+        .filter_map(|s| {
+            s.ready.clone().map(|ready| Readiness {
+                service: s.name.clone(),
+                ready,
+            })
+        })
+        .collect();
+    Ok(VmPlan {
+        kind: node.kind.clone(),
+        api: layout.vm_api(lab, &node.name),
+        spec,
+        readiness,
+    })
+}
+
+/// The root directory of a node's image: "host", or the image's tree in
+/// the image store.
+fn image_root(node: &Node) -> Result<String, PlanError> {
+    let image = node.image.clone().unwrap_or_else(|| "host".into());
+    if image == rootfs_tool::store::HOST_IMAGE {
+        return Ok(image);
+    }
+    let unknown = |reason: String| PlanError::UnknownImage {
+        node: node.name.clone(),
+        image: image.clone(),
+        reason,
+    };
+    let store =
+        rootfs_tool::store::ImageStore::open(rootfs_tool::store::ImageStore::default_root())
+            .map_err(|e| unknown(e.to_string()))?;
+    let found = store.get(&image).map_err(|e| unknown(e.to_string()))?;
+    Ok(found.rootfs.display().to_string())
+}
+
+fn file_spec(topo: &Topology, node: &Node, f: &model::FileSpec) -> Result<FileSpec, PlanError> {
+    let content = match (&f.content, &f.source) {
+        (Some(content), _) => content.clone(),
+        (None, Some(source)) => {
+            let path = vbet_topology::source_path(topo, source);
+            std::fs::read_to_string(&path).map_err(|e| PlanError::FileSource {
+                node: node.name.clone(),
+                guest_path: f.path.clone(),
+                source_path: path,
+                source: e,
+            })?
+        }
+        (None, None) => String::new(),
+    };
+    let mode = match &f.mode {
+        None => 0o644,
+        Some(m) => {
+            u32::from_str_radix(m.trim_start_matches("0o"), 8).map_err(|_| PlanError::FileMode {
+                node: node.name.clone(),
+                path: f.path.clone(),
+                mode: m.clone(),
+            })?
+        }
+    };
+    Ok(FileSpec {
+        path: PathBuf::from(&f.path),
+        content,
+        mode,
+    })
+}
+
+/// What NIC `number` (from 1) of `node` plugs into.
+fn wiring(topo: &Topology, node: &Node, number: u32, lab: &str, layout: &Layout) -> Wiring {
+    let Some(cable) = topo.cable_at(&node.name, number) else {
+        return Wiring::None;
+    };
+    let far = if cable.a.device == node.name && cable.a.nic == number {
+        &cable.b
+    } else {
+        &cable.a
+    };
+    if topo.switch(&far.device).is_some() {
+        Wiring::Switch {
+            ctl: layout.switch_dir(lab, &far.device).join("ctl"),
+        }
+    } else {
+        Wiring::Wire {
+            local: layout.wire(lab, &node.name, number),
+            remote: layout.wire(lab, &far.device, far.nic),
+        }
+    }
+}
+
+fn plan_cable(cable: &Cable) -> CablePlan {
+    CablePlan {
+        label: cable.label(),
+        a: cable.a.clone(),
+        b: cable.b.clone(),
+        state: link_state(cable.state),
+        impairment: impairment(&cable.impair),
+    }
+}
+
+/// The API's link state for a topology's.
+pub fn link_state(state: model::LinkState) -> port_pb::LinkState {
+    match state {
+        model::LinkState::Up => port_pb::LinkState::Up,
+        model::LinkState::Down => port_pb::LinkState::Down,
+        model::LinkState::Blackhole => port_pb::LinkState::Blackhole,
+    }
+}
+
+/// The API's impairment for a topology's.
+pub fn impairment(i: &Impair) -> port_pb::Impairment {
+    port_pb::Impairment {
+        delay_us: i.delay.map_or(0, |d| d.0),
+        jitter_us: i.jitter.map_or(0, |d| d.0),
+        loss_percent: i.loss.map_or(0.0, |p| p.0),
+        duplicate_percent: i.duplicate.map_or(0.0, |p| p.0),
+        corrupt_percent: i.corrupt.map_or(0.0, |p| p.0),
+        rate_bps: i.rate.map_or(0, |r| r.0),
+        queue_frames: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Topology {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.vbet");
+        std::fs::write(&path, text).unwrap();
+        vbet_topology::load(&path).unwrap_or_else(|e| panic!("{}", e.render(false)))
+    }
+
+    #[test]
+    fn wires_nics_to_switches_and_to_each_other() {
+        let topo = load(
+            "sw = alloc(switch)\n\
+             r1 = attach(alloc(router), alloc(NIC), alloc(NIC))\n\
+             r2 = attach(alloc(router), alloc(NIC), alloc(NIC))\n\
+             link(NIC(r1,2), NIC(r2,1))\n\
+             link(sw, NIC(r1,1))\n",
+        );
+        let layout = Layout::default();
+        let plan = plan(&topo, "lab1", &layout).unwrap();
+        assert_eq!(plan.switches.len(), 1);
+        let r1 = &plan.vms.iter().find(|v| v.spec.name == "r1").unwrap().spec;
+        assert_eq!(
+            r1.nics[0].wiring,
+            Wiring::Switch {
+                ctl: "/run/vbet/lab1/sw/sw/ctl".into()
+            }
+        );
+        assert_eq!(
+            r1.nics[1].wiring,
+            Wiring::Wire {
+                local: "/run/vbet/lab1/wire/r1.2".into(),
+                remote: "/run/vbet/lab1/wire/r2.1".into()
+            }
+        );
+        let r2 = &plan.vms.iter().find(|v| v.spec.name == "r2").unwrap().spec;
+        assert_eq!(r2.nics[1].wiring, Wiring::None);
+        assert!(
+            r1.commands
+                .iter()
+                .any(|c| c == "sysctl -qw net.ipv4.ip_forward=1")
+        );
+    }
+
+    #[test]
+    fn paper_examples_plan() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for name in [
+            "paper-2.2-switch.vbet",
+            "paper-4.1-ospf.vbet",
+            "paper-4.2-firewall.vbet",
+        ] {
+            let topo = vbet_topology::load(&root.join(name))
+                .unwrap_or_else(|e| panic!("{name}: {}", e.render(false)));
+            let plan =
+                plan(&topo, "t", &Layout::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!plan.vms.is_empty(), "{name}");
+        }
+    }
+}

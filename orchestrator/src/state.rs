@@ -1,0 +1,125 @@
+//! A lab's record on disk: what was started, with which PIDs and sockets,
+//! so that a restarted orchestrator can adopt it and `vbet down` can
+//! remove it all.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a lab is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabState {
+    /// Being brought up.
+    Deploying,
+    /// Up.
+    Running,
+    /// Some component died.
+    Degraded,
+    /// Being removed.
+    Destroying,
+}
+
+impl LabState {
+    /// The state's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LabState::Deploying => "deploying",
+            LabState::Running => "running",
+            LabState::Degraded => "degraded",
+            LabState::Destroying => "destroying",
+        }
+    }
+}
+
+/// A started switch or hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchRecord {
+    /// Its name.
+    pub name: String,
+    /// "switch" or "hub".
+    pub kind: String,
+    /// Its process.
+    pub pid: u32,
+    /// Its directory (ctl and api inside).
+    pub dir: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+/// A started VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Its name.
+    pub name: String,
+    /// Its node kind.
+    pub kind: String,
+    /// Its monitor's process.
+    pub pid: u32,
+    /// Its monitor's API socket.
+    pub api: PathBuf,
+    /// Its monitor's log.
+    pub log: PathBuf,
+    /// Guest interface addresses, per NIC, for inspect.
+    pub addresses: Vec<Vec<String>>,
+}
+
+/// A cable and what was last set on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CableRecord {
+    /// Its label.
+    pub label: String,
+    /// One end, `device:nic`.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+    /// Link state (the API's enum value).
+    pub state: i32,
+    /// Impairment in both directions, as the API's fields.
+    pub delay_us: u64,
+    /// Jitter.
+    pub jitter_us: u64,
+    /// Loss.
+    pub loss_percent: f64,
+    /// Duplication.
+    pub duplicate_percent: f64,
+    /// Corruption.
+    pub corrupt_percent: f64,
+    /// Rate limit.
+    pub rate_bps: u64,
+}
+
+/// Everything recorded about one lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabRecord {
+    /// Its name.
+    pub name: String,
+    /// Where it is in its life.
+    pub state: LabState,
+    /// The topology it was deployed from.
+    pub topology_path: PathBuf,
+    /// When it was deployed (seconds since the Unix epoch).
+    pub created_unix: u64,
+    /// Switches and hubs.
+    pub switches: Vec<SwitchRecord>,
+    /// VMs.
+    pub vms: Vec<VmRecord>,
+    /// Cables.
+    pub cables: Vec<CableRecord>,
+}
+
+impl LabRecord {
+    /// Writes the record atomically (a temporary file renamed over it).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads a record.
+    pub fn load(path: &Path) -> std::io::Result<LabRecord> {
+        let text = std::fs::read(path)?;
+        serde_json::from_slice(&text).map_err(std::io::Error::other)
+    }
+}
