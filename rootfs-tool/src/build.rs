@@ -834,10 +834,7 @@ fn build_debian(
             .map_err(io_err("write", &rootfs))?;
         write_file(&rootfs, "init", INIT_SCRIPT, 0o755).map_err(io_err("write", &rootfs))?;
         write_file(&rootfs, "etc/hostname", "vbet\n", 0o644).map_err(io_err("write", &rootfs))?;
-        let leftover = rootfs.join("debootstrap");
-        if leftover.exists() {
-            fs::remove_dir_all(&leftover).map_err(io_err("remove", &leftover))?;
-        }
+        remove_bootstrap_leftovers(&rootfs).map_err(io_err("clean up", &rootfs))?;
     }
     let digest = match known_digest {
         Some(d) => d,
@@ -964,6 +961,36 @@ fn run_bootstrap(
     })
 }
 
+/// Removes what a bootstrap leaves that an image does not need: the
+/// downloaded packages (debootstrap keeps them), apt's binary caches and
+/// debootstrap's own directory.
+fn remove_bootstrap_leftovers(rootfs: &Path) -> io::Result<()> {
+    let debootstrap = rootfs.join("debootstrap");
+    if debootstrap.exists() {
+        fs::remove_dir_all(&debootstrap)?;
+    }
+    for dir in [
+        "var/cache/apt/archives",
+        "var/cache/apt/archives/partial",
+        "var/cache/apt",
+    ] {
+        let Ok(entries) = fs::read_dir(rootfs.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file
+                && (name.ends_with(".deb") || name.ends_with(".bin") || dir.ends_with("partial"))
+            {
+                fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The last `n` lines of `text`, indented.
 fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -1067,6 +1094,27 @@ mod tests {
         let mut c = a.clone();
         c.role = Some(Role::Router);
         assert_ne!(DebianInputs::of(&c, Some("bookworm")).digest(), ia.digest());
+    }
+
+    #[test]
+    fn bootstrap_leftovers_go() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("var/cache/apt/archives/partial")).unwrap();
+        fs::create_dir_all(r.join("debootstrap")).unwrap();
+        fs::write(r.join("var/cache/apt/archives/apt_2.6.1_amd64.deb"), "x").unwrap();
+        fs::write(r.join("var/cache/apt/archives/lock"), "").unwrap();
+        fs::write(r.join("var/cache/apt/pkgcache.bin"), "x").unwrap();
+        fs::write(r.join("debootstrap/debootstrap.log"), "x").unwrap();
+        remove_bootstrap_leftovers(r).unwrap();
+        assert!(!r.join("debootstrap").exists());
+        assert!(
+            !r.join("var/cache/apt/archives/apt_2.6.1_amd64.deb")
+                .exists()
+        );
+        assert!(!r.join("var/cache/apt/pkgcache.bin").exists());
+        assert!(r.join("var/cache/apt/archives/lock").exists());
+        assert!(r.join("var/cache/apt/archives/partial").is_dir());
     }
 
     #[test]
