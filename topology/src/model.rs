@@ -164,8 +164,9 @@ pub struct Node {
     /// Commands started at boot, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
-    /// NICs in order: the first is `NIC(node,1)`, guest `eth0`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// NICs in order: the first is `NIC(node,1)`, guest `eth0`. In TOML or
+    /// YAML, a number stands for that many NICs with no settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "count_or_list")]
     pub nics: Vec<Nic>,
 }
 
@@ -419,8 +420,9 @@ pub struct Switch {
     /// Which physical host runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Its ports in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Its ports in order. In TOML or YAML, a number stands for that many
+    /// ports with no settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "count_or_list")]
     pub ports: Vec<Port>,
 }
 
@@ -577,5 +579,48 @@ impl Topology {
         self.cables.iter().find(|c| {
             (c.a.device == device && c.a.nic == nic) || (c.b.device == device && c.b.nic == nic)
         })
+    }
+}
+
+/// Serde for a list of NICs or ports: written as a count when none has a
+/// setting (`ports = 3`), else as the list.
+mod count_or_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// The most NICs or ports a count may ask for.
+    const MAX: u64 = 65_535;
+
+    pub fn serialize<T, S>(items: &[T], s: S) -> Result<S::Ok, S::Error>
+    where
+        T: Default + PartialEq + Serialize,
+        S: Serializer,
+    {
+        let plain = T::default();
+        if items.iter().all(|i| *i == plain) {
+            s.serialize_u64(items.len() as u64)
+        } else {
+            items.serialize(s)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr<T> {
+        Count(u64),
+        List(Vec<T>),
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        T: Default + Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        match Repr::<T>::deserialize(d)? {
+            Repr::Count(n) if n <= MAX => Ok((0..n).map(|_| T::default()).collect()),
+            Repr::Count(n) => Err(serde::de::Error::custom(format!(
+                "{n} NICs or ports is more than {MAX}"
+            ))),
+            Repr::List(items) => Ok(items),
+        }
     }
 }
