@@ -551,7 +551,10 @@ impl Cable {
     pub fn label(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => format!("{}--{}", self.a, self.b),
+            None => format!(
+                "NIC({},{})--NIC({},{})",
+                self.a.device, self.a.nic, self.b.device, self.b.nic
+            ),
         }
     }
 }

@@ -304,7 +304,7 @@ pub fn check(topo: &Topology, loc: &dyn Locate, problems: &mut Vec<Problem>) {
                     p(
                         ErrorKind::CablePluggedTwice {
                             cable: c.label(),
-                            nic: end.to_string(),
+                            nic: nic_label(end),
                         },
                         Subject::Cable(ci),
                         None,
@@ -312,7 +312,7 @@ pub fn check(topo: &Topology, loc: &dyn Locate, problems: &mut Vec<Problem>) {
                 } else {
                     p(
                         ErrorKind::NicTwoCables {
-                            nic: end.to_string(),
+                            nic: nic_label(end),
                             cable: topo.cables[other].label(),
                         },
                         Subject::Cable(ci),
@@ -373,7 +373,8 @@ pub fn check(topo: &Topology, loc: &dyn Locate, problems: &mut Vec<Problem>) {
                     None,
                 );
             }
-            if !subnets.iter().any(|(_, a)| a.contains(g)) {
+            let link_local = matches!(g, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+            if !link_local && !subnets.iter().any(|(_, a)| a.contains(g)) {
                 p(
                     ErrorKind::GatewayUnreachable {
                         node: n.name.clone(),
@@ -502,4 +503,9 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !crate::eval::BUILTIN_KINDS.contains(&name)
         && !crate::eval::FUNCTIONS.contains(&name)
+}
+
+/// `NIC(device,n)`, as the language writes it.
+fn nic_label(e: &crate::model::Endpoint) -> String {
+    format!("NIC({},{})", e.device, e.nic)
 }

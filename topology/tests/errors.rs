@@ -362,3 +362,21 @@ fn runaway_growth_stops() {
     let e = errors("for i in 1..2000 { for j in 1..2000 { x = 1 } }\n");
     assert!(e.any(|k| matches!(k, ErrorKind::Limit(_))));
 }
+
+#[test]
+fn toml_cable_checks() {
+    let src = "[[nodes]]\nname = \"a\"\nkind = \"host\"\nnics = 2\n\n\
+               [[cables]]\na = \"a:1\"\nb = \"a:2\"\n\n[[cables]]\na = \"a:eth1\"\nb = \"a:1\"\n\n\
+               [[cables]]\na = \"a:1\"\nb = \"a:1\"\n";
+    let e = load_str(src, Path::new("t.toml"), Format::Toml).unwrap_err();
+    let text = e.render(false);
+    assert!(text.contains("NIC(a,2) is already on cable"), "{text}");
+    assert!(text.contains("plugged into NIC(a,1) twice"), "{text}");
+}
+
+#[test]
+fn link_local_gateways_need_no_subnet() {
+    let src =
+        "h = attach(alloc(host), alloc(NIC, addr=\"fd00::2/64\"))\nset(h, gateway=\"fe80::1\")\n";
+    assert!(load_str(src, Path::new("t.vbet"), Format::Vbet).is_ok());
+}
