@@ -80,10 +80,33 @@ impl Drop for TestEnv {
     }
 }
 
+/// Says why a test is skipped; with `VBET_REQUIRE_ALL` set (as CI does,
+/// having installed everything), a skip is a failure instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("VBET_REQUIRE_ALL").is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("{test} cannot run: {why} (VBET_REQUIRE_ALL is set)");
+    }
+    eprintln!("SKIP {test}: {why}");
+}
+
+/// Installs Debian packages with apt-get (quietly; errors show up as the
+/// package still missing).
+pub fn apt_install(packages: &[&str]) {
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
+}
+
 /// A fresh environment, or `None` (after saying why) when not root.
 pub fn env(test: &str) -> Option<TestEnv> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: needs root (mounts, chroot, device nodes); run the tests as root");
+        skip(
+            test,
+            "needs root (mounts, chroot, device nodes); run the tests as root",
+        );
         return None;
     }
     let tmp = tempfile::Builder::new()
