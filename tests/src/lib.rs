@@ -7,6 +7,7 @@
 //! `VBET_REQUIRE_ALL=1` (set by `scripts/test`), when it fails instead.
 #![deny(unsafe_code)]
 
+pub mod lab;
 pub mod netns;
 pub mod process;
 pub mod switch;

@@ -1,0 +1,136 @@
+//! An orchestrator under test, with its own run root, driven through the
+//! real `vbet` CLI; every lab it holds is brought down and the
+//! orchestrator ended when the guard drops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::process::Spawned;
+use crate::{bin, wait_for};
+
+/// A running orchestrator whose labs live under a private run root.
+#[derive(Debug)]
+pub struct LabHost {
+    /// The orchestrator process.
+    pub orchestrator: Spawned,
+    /// The run root.
+    pub run_root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LabHost {
+    /// Starts an orchestrator in a fresh run root.
+    pub fn start() -> LabHost {
+        let dir = tempfile::Builder::new()
+            .prefix("vb")
+            .tempdir()
+            .expect("temp dir");
+        let run_root = dir.path().join("run");
+        let mut cmd = Command::new(bin("orchestrator"));
+        cmd.arg("--run-root").arg(&run_root);
+        let orchestrator =
+            Spawned::start("orchestrator", cmd, &dir.path().join("orchestrator.log"));
+        let socket = run_root.join("orchestrator.sock");
+        wait_for("the orchestrator's socket", Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .ok()
+                .map(|_| ())
+        });
+        LabHost {
+            orchestrator,
+            run_root,
+            _dir: dir,
+        }
+    }
+
+    /// Runs `vbet ARGS…` against this orchestrator.
+    pub fn vbet(&self, args: &[&str]) -> Output {
+        vbet(&self.run_root, args)
+    }
+
+    /// Runs `vbet ARGS…` and panics unless it succeeds; returns stdout.
+    pub fn vbet_ok(&self, args: &[&str]) -> String {
+        let out = self.vbet(args);
+        assert!(
+            out.status.success(),
+            "vbet {args:?} failed ({:?}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Processes whose command line mentions this run root (the lab's
+    /// daemons and monitors), other than the orchestrator itself.
+    pub fn lab_processes(&self) -> Vec<String> {
+        processes_mentioning(&self.run_root)
+            .into_iter()
+            .filter(|(pid, _)| *pid != self.orchestrator.pid().as_raw() as u32)
+            .map(|(pid, cmd)| format!("{pid} {cmd}"))
+            .collect()
+    }
+}
+
+impl Drop for LabHost {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new(bin("vbet"))
+            .env("VBET_RUN_ROOT", &self.run_root)
+            .args(["ls", "--json"])
+            .output()
+            && let Ok(labs) = serde_json_names(&out.stdout)
+        {
+            for lab in labs {
+                let _ = self.vbet(&["down", &lab]);
+            }
+        }
+        self.orchestrator.terminate(Duration::from_secs(5));
+    }
+}
+
+/// The `name` fields of a JSON array of objects (no JSON dependency: the
+/// shape is ours and simple).
+fn serde_json_names(bytes: &[u8]) -> Result<Vec<String>, ()> {
+    let text = String::from_utf8_lossy(bytes);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"name\": \""))
+        .filter_map(|l| l.split('"').next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs `vbet ARGS…` with `run_root`.
+pub fn vbet(run_root: &Path, args: &[&str]) -> Output {
+    Command::new(bin("vbet"))
+        .env("VBET_RUN_ROOT", run_root)
+        .args(args)
+        .output()
+        .expect("run vbet")
+}
+
+/// (pid, command line) of every process whose command line contains
+/// `needle`.
+pub fn processes_mentioning(needle: &Path) -> Vec<(u32, String)> {
+    let needle = needle.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// The repository's `examples/` directory.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}

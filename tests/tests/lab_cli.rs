@@ -1,0 +1,224 @@
+//! Labs brought up, operated and removed through the real `vbet` CLI and
+//! orchestrator, with real switchd and vm-monitor processes.
+
+use std::time::Duration;
+
+use vbet_tests::lab::{LabHost, examples, processes_mentioning, vbet};
+use vbet_tests::{require, unique_name, wait_for};
+
+#[test]
+fn paper_2_2_lab_comes_up_is_operated_and_leaves_nothing() {
+    if !require(&["ping", "ip"]) {
+        return;
+    }
+    let host = LabHost::start();
+    let lab = unique_name("t");
+    let file = examples().join("paper-2.2-switch.vbet");
+    let up = host.vbet(&["up", file.to_str().unwrap(), "--name", &lab]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(String::from_utf8_lossy(&up.stderr).contains("is up"));
+
+    let ls = host.vbet_ok(&["ls"]);
+    assert!(ls.contains(&lab) && ls.contains("running"), "{ls}");
+    let inspect = host.vbet_ok(&["inspect", &lab, "--json"]);
+    assert_eq!(
+        inspect.matches("\"state\": \"running\"").count(),
+        1 + 3 + 1,
+        "{inspect}"
+    );
+
+    let node = |n: &str| format!("{lab}/{n}");
+    host.vbet_ok(&[
+        "exec",
+        &node("host1"),
+        "--",
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "10.22.0.3",
+    ]);
+    let code = host
+        .vbet(&["exec", &node("host2"), "--", "sh", "-c", "exit 7"])
+        .status
+        .code();
+    assert_eq!(code, Some(7), "exit code not passed through");
+    let hostname = host.vbet_ok(&["exec", &node("host2"), "--", "hostname"]);
+    assert_eq!(hostname.trim(), "host2");
+
+    // An unplugged cable: no carrier in the guest, no traffic.
+    host.vbet_ok(&["link", "--lab", &lab, "host3:eth0", "down"]);
+    let link = host.vbet_ok(&["exec", &node("host3"), "--", "ip", "link", "show", "eth0"]);
+    assert!(link.contains("NO-CARRIER"), "{link}");
+    let ping = host.vbet(&[
+        "exec",
+        &node("host1"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.22.0.3",
+    ]);
+    assert!(!ping.status.success(), "traffic crossed an unplugged cable");
+    host.vbet_ok(&["link", "--lab", &lab, "cable3", "up"]);
+    host.vbet_ok(&[
+        "exec",
+        &node("host1"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.22.0.3",
+    ]);
+
+    // A delay on the cable shows in the round trip.
+    host.vbet_ok(&[
+        "link",
+        "--lab",
+        &lab,
+        "switch1 host3",
+        "impair",
+        "--delay",
+        "40ms",
+    ]);
+    let out = host.vbet_ok(&[
+        "exec",
+        &node("host1"),
+        "--",
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "10.22.0.3",
+    ]);
+    let min: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rtt in {out}"));
+    assert!(min >= 80.0, "40 ms each way, but min RTT {min} ms");
+
+    let down = host.vbet(&["down", &lab]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(!host.run_root.join(&lab).exists(), "run dir left behind");
+    assert!(
+        host.lab_processes().is_empty(),
+        "left running: {:?}",
+        host.lab_processes()
+    );
+    assert!(!host.vbet_ok(&["ls"]).contains(&lab));
+}
+
+#[test]
+fn an_invalid_topology_is_refused_with_its_place_and_nothing_starts() {
+    if !require(&[]) {
+        return;
+    }
+    let host = LabHost::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.vbet");
+    std::fs::write(
+        &file,
+        "h1 = attach(alloc(host), alloc(NIC))\nlink(alloc(switch), hostt1)\n",
+    )
+    .unwrap();
+    let out = host.vbet(&["up", file.to_str().unwrap(), "--name", "bad"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.vbet:2:"), "no file:line:col in {err}");
+    assert!(err.contains("h1"), "no suggestion in {err}");
+    assert!(
+        !host.run_root.join("bad").exists(),
+        "a refused lab left files"
+    );
+    assert!(host.lab_processes().is_empty());
+}
+
+#[test]
+fn a_node_that_cannot_boot_rolls_the_whole_lab_back() {
+    if !require(&[]) {
+        return;
+    }
+    let host = LabHost::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.vbet");
+    std::fs::write(
+        &file,
+        "sw = alloc(switch)\n\
+         a = attach(alloc(host), alloc(NIC, addr = \"10.30.0.1/24\"))\n\
+         b = attach(alloc(host), alloc(NIC, addr = \"10.30.0.2/24\"))\n\
+         set(b, memory = \"1M\")\n\
+         link(sw, a, b)\n",
+    )
+    .unwrap();
+    let lab = unique_name("rb");
+    let out = host.vbet(&["up", file.to_str().unwrap(), "--name", &lab]);
+    assert!(!out.status.success(), "a 1 MiB VM booted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node b"),
+        "the failing node is not named: {err}"
+    );
+    assert!(
+        !host.run_root.join(&lab).exists(),
+        "rollback left the run dir"
+    );
+    assert!(
+        host.lab_processes().is_empty(),
+        "rollback left {:?}",
+        host.lab_processes()
+    );
+}
+
+#[test]
+fn vbet_starts_an_orchestrator_when_none_runs() {
+    if !require(&[]) {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("vb").tempdir().unwrap();
+    let run_root = dir.path().join("run");
+    let out = vbet(&run_root, &["ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid: i32 = err
+        .split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("vbet did not say it started an orchestrator: {err}"));
+    let stop = || {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    };
+    if !out.status.success() {
+        stop();
+        panic!("vbet ls failed: {err}");
+    }
+    // A second call finds it running and says nothing about starting one.
+    let again = vbet(&run_root, &["ls"]);
+    stop();
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("started one"));
+    wait_for("the orchestrator to exit", Duration::from_secs(10), || {
+        processes_mentioning(&run_root).is_empty().then_some(())
+    });
+    assert!(
+        !run_root.join("orchestrator.sock").exists(),
+        "socket left behind"
+    );
+}
