@@ -73,6 +73,9 @@ pub struct ExecArgs {
     /// The VM's API socket.
     #[arg(long)]
     pub api: PathBuf,
+    /// Run on a pseudo-terminal (an interactive shell: `-t -- bash`).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
@@ -168,7 +171,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         let mut client = crate::client::connect(&args.api)
             .await
             .with_context(|| format!("connecting to {}", args.api.display()))?;
-        crate::client::exec_stdio(&mut client, &args.argv)
+        crate::client::exec_stdio(&mut client, &args.argv, args.tty)
             .await
             .context("exec")
     })

@@ -86,22 +86,87 @@ pub async fn exec(
     ))
 }
 
-/// Runs `argv` with this process's stdin, stdout and stderr; returns the
-/// exit code (128 + signal when killed).
+/// Puts the terminal on stdin in raw mode until dropped.
+struct RawMode(nix::sys::termios::Termios);
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+/// Runs `argv` with this process's stdin, stdout and stderr; with `tty`,
+/// on a pty in the VM with this terminal in raw mode and its size
+/// followed. Returns the exit code (128 + signal when killed).
 pub async fn exec_stdio(
     client: &mut VmMonitorClient<Channel>,
     argv: &[String],
+    tty: bool,
 ) -> Result<i32, tonic::Status> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let window = crate::sys::window_size(&std::io::stdin()).map(|(rows, cols)| pb::WindowSize {
+        rows: rows.into(),
+        cols: cols.into(),
+    });
+    let _raw = if tty { RawMode::enter() } else { None };
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let _ = tx
         .send(pb::ExecRequest {
             kind: Some(pb::exec_request::Kind::Start(pb::ExecStart {
                 argv: argv.to_vec(),
+                tty,
+                window,
+                env: std::env::var("TERM")
+                    .ok()
+                    .filter(|_| tty)
+                    .map(|t| ("TERM".to_string(), t))
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             })),
         })
         .await;
+    if tty {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let Ok(mut winch) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            else {
+                return;
+            };
+            while winch.recv().await.is_some() {
+                if let Some((rows, cols)) = crate::sys::window_size(&std::io::stdin()) {
+                    let resize = pb::exec_request::Kind::Resize(pb::WindowSize {
+                        rows: rows.into(),
+                        cols: cols.into(),
+                    });
+                    if tx
+                        .send(pb::ExecRequest { kind: Some(resize) })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
     let input = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 16 * 1024];

@@ -346,6 +346,8 @@ async fn session_inner(
                     _ => {}
                 }
             }
+            // The client is gone: hang up, as a closed terminal would.
+            let _ = procs.signal(pid, libc::SIGHUP).await;
             std::future::pending::<()>().await
         };
         let status = tokio::select! {

@@ -232,3 +232,13 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // keeps its number for as long as the AsyncFd owns it.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
 }
+
+/// The size (rows, cols) of the terminal behind `fd`, if it is one.
+pub fn window_size(fd: &impl AsRawFd) -> Option<(u16, u16)> {
+    // SAFETY: zeroed winsize is a valid value of a plain C struct.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a struct winsize through the pointer,
+    // which is valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some((ws.ws_row, ws.ws_col))
+}

@@ -44,6 +44,23 @@ async fn exec_runs_commands_in_the_vm() {
     let out = exec(&mut client, &["id", "-u"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 
+    // The command-line client.
+    let mut cli = std::process::Command::new(MONITOR)
+        .args(["exec", "--api"])
+        .arg(vm.spec.api_socket())
+        .args(["--", "/bin/sh", "-c", "tr a-z A-Z; exit 7"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    cli.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = tokio::task::spawn_blocking(move || cli.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"SHOUT\n");
+    assert_eq!(out.status.code(), Some(7));
+
     let status = client
         .status(pb::StatusRequest {})
         .await
