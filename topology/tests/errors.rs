@@ -380,3 +380,81 @@ fn link_local_gateways_need_no_subnet() {
         "h = attach(alloc(host), alloc(NIC, addr=\"fd00::2/64\"))\nset(h, gateway=\"fe80::1\")\n";
     assert!(load_str(src, Path::new("t.vbet"), Format::Vbet).is_ok());
 }
+
+#[test]
+fn lexical_errors() {
+    for (src, want) in [
+        ("x = 99999999999999999999999", "is not a number"),
+        ("x = \"a\\qb\"", "unknown escape `\\q`"),
+        ("x = \"a${1 + \"", "is not closed by `}`"),
+        ("x = <<\n", "a heredoc needs a marker"),
+        ("x = <<EOF\nnever closed\n", "heredoc is never closed"),
+        ("x = 1 ~ 2", "unexpected character `~`"),
+    ] {
+        let e = errors(src);
+        let text = e.render(false);
+        assert!(text.contains(want), "{src:?}: {text}");
+        assert!(text.contains("t.vbet:1:"), "{src:?}: {text}");
+    }
+}
+
+#[test]
+fn wrong_types_and_arguments() {
+    for (src, want) in [
+        (
+            "h = alloc(host, nics=1)\nplug(h, h)",
+            "expected a cable, found a node or switch",
+        ),
+        (
+            "x = attach(1, alloc(NIC))",
+            "expected a node or switch to attach NICs to",
+        ),
+        ("x = alloc(host)\ny = alloc(x)", "expected a kind"),
+        ("for i in \"a\"..3 { }", "whole numbers in a range"),
+        ("x = alloc()", "alloc(): takes 1 argument besides"),
+        (
+            "a = alloc(host, nics=1)\nlink(a, a, a)",
+            "link(): joins two NICs",
+        ),
+        ("h = alloc(host)\nfile(h)", "file(): takes 2 to 3 arguments"),
+        (
+            "h = alloc(host)\nfile(h, \"/x\", \"c\", path=\"p\")",
+            "not both or neither",
+        ),
+        (
+            "s = alloc(switch)\nsysctl(s, \"a\", 1)",
+            "expected a node or a kind made by kind()",
+        ),
+        ("k = kind(switch)", "a node kind to extend"),
+        ("kind(host)", "a kind needs a name"),
+    ] {
+        let text = errors(src).render(false);
+        assert!(text.contains(want), "{src:?}: {text}");
+    }
+}
+
+#[test]
+fn invalid_models() {
+    for (src, want) in [
+        (
+            "h = alloc(host)\nfile(h, \"etc/x\", \"c\")",
+            "must be absolute",
+        ),
+        (
+            "h = alloc(host)\nfile(h, \"/etc/x\", \"c\", mode=\"999\")",
+            "not an octal mode",
+        ),
+        (
+            "a = alloc(host, nics=1)\nroute(a, \"10.0.0.0/8\", \"fd00::1\")",
+            "another address family",
+        ),
+    ] {
+        let text = errors(src).render(false);
+        assert!(text.contains(want), "{src:?}: {text}");
+    }
+    let toml = "[[kinds]]\nname = \"a\"\nbase = \"b\"\n[[kinds]]\nname = \"b\"\nbase = \"a\"\n[[nodes]]\nname = \"n\"\nkind = \"a\"\n";
+    let text = load_str(toml, Path::new("t.toml"), Format::Toml)
+        .unwrap_err()
+        .render(false);
+    assert!(text.contains("extends itself"), "{text}");
+}

@@ -702,17 +702,16 @@ impl Eval<'_> {
     ) -> Option<(Value, Span)> {
         if args.len() < min || args.len() > max {
             let want = if min == max {
-                format!("{min}")
+                format!("{min} argument{}", if min == 1 { "" } else { "s" })
+            } else if max == usize::MAX {
+                format!("at least {min} arguments")
             } else {
-                format!("{min} to {max}")
+                format!("{min} to {max} arguments")
             };
             self.err(
                 ErrorKind::WrongArgs {
                     func: c.func.clone(),
-                    message: format!(
-                        "takes {want} arguments besides key=value ones, got {}",
-                        args.len()
-                    ),
+                    message: format!("takes {want} besides key=value ones, got {}", args.len()),
                 },
                 span,
             );
