@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::diff::{Change, DiffError, diff_layer};
 use crate::digest::{DigestError, digest_tree};
 use crate::manifest::{ImageKind, MANIFEST_FILE, Manifest, now_rfc3339};
-use crate::mounts::{self, MountError};
+use crate::mounts::{self, MountError, Mounter, SystemMounter};
 use crate::store::{HOST_IMAGE, Image, ImageStore, StoreError};
 use crate::tree::{TreeError, copy_tree, merge_upper};
 
@@ -247,6 +247,17 @@ impl Layer {
         dir: &Path,
         size: Option<u64>,
     ) -> Result<Layer, LayerError> {
+        Self::create_with(&SystemMounter, store, image, dir, size)
+    }
+
+    /// [`Layer::create`] with the mounts made by `mounter`.
+    pub fn create_with(
+        mounter: &dyn Mounter,
+        store: &ImageStore,
+        image: &str,
+        dir: &Path,
+        size: Option<u64>,
+    ) -> Result<Layer, LayerError> {
         let image = store.get(image)?;
         match std::fs::create_dir(dir) {
             Ok(()) => {}
@@ -264,7 +275,7 @@ impl Layer {
             Err(e) => return Err(io_err("create", dir)(e)),
         }
         let dir = std::fs::canonicalize(dir).map_err(io_err("resolve", dir))?;
-        match Self::populate(&image, &dir, size) {
+        match Self::populate(mounter, &image, &dir, size) {
             Ok(layer) => Ok(layer),
             Err(e) => {
                 if let Err(cleanup) = mounts::remove_tree(&dir) {
@@ -275,11 +286,16 @@ impl Layer {
         }
     }
 
-    fn populate(image: &Image, dir: &Path, size: Option<u64>) -> Result<Layer, LayerError> {
+    fn populate(
+        mounter: &dyn Mounter,
+        image: &Image,
+        dir: &Path,
+        size: Option<u64>,
+    ) -> Result<Layer, LayerError> {
         let fs_dir = dir.join("fs");
         std::fs::create_dir(&fs_dir).map_err(io_err("create", &fs_dir))?;
         if let Some(size) = size {
-            mounts::mount_tmpfs(&fs_dir, size)?;
+            mounter.mount_tmpfs(&fs_dir, size)?;
         }
         let layer = Layer {
             dir: dir.to_path_buf(),
@@ -394,8 +410,17 @@ impl Layer {
     /// namespace and returns its options. vm-monitor calls this inside the
     /// VM's mount namespace, then pivots into `target`.
     pub fn mount_overlay(&self, target: &Path) -> Result<OverlayOptions, LayerError> {
+        self.mount_overlay_with(&SystemMounter, target)
+    }
+
+    /// [`Layer::mount_overlay`] with the mount made by `mounter`.
+    pub fn mount_overlay_with(
+        &self,
+        mounter: &dyn Mounter,
+        target: &Path,
+    ) -> Result<OverlayOptions, LayerError> {
         let options = self.overlay_options()?;
-        options.mount(target)?;
+        mounter.mount_overlay(target, &options.mount_data())?;
         Ok(options)
     }
 
@@ -535,6 +560,43 @@ mod tests {
             Err(LayerError::HostCommit { .. })
         ));
         layer.remove().unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn tmpfs_and_overlay_mounts_through_the_mounter() {
+        use crate::mounts::RecordingMounter;
+        let d = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(d.path().join("store")).unwrap();
+        let fake = RecordingMounter::default();
+        let dir = d.path().join("vm1");
+        let layer = Layer::create_with(&fake, &store, HOST_IMAGE, &dir, Some(64 << 20)).unwrap();
+        assert_eq!(layer.config().tmpfs_size, Some(64 << 20));
+        let target = d.path().join("root");
+        let o = layer.mount_overlay_with(&fake, &target).unwrap();
+        let dir = layer.dir().to_path_buf();
+        assert_eq!(
+            fake.calls(),
+            vec![
+                format!("tmpfs {}/fs size={}", dir.display(), 64u64 << 20),
+                format!("overlay {} {}", target.display(), o.mount_data()),
+            ]
+        );
+        assert_eq!(o.upperdir, dir.join("fs/upper"));
+    }
+
+    #[test]
+    fn a_failed_tmpfs_mount_leaves_no_layer_directory() {
+        use crate::mounts::RecordingMounter;
+        let d = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(d.path().join("store")).unwrap();
+        let fake = RecordingMounter {
+            fail: vec!["tmpfs"],
+            ..Default::default()
+        };
+        let dir = d.path().join("vm1");
+        let err = Layer::create_with(&fake, &store, HOST_IMAGE, &dir, Some(1 << 20)).unwrap_err();
+        assert!(matches!(err, LayerError::Mount(_)), "{err}");
         assert!(!dir.exists());
     }
 

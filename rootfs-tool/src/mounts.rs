@@ -237,6 +237,71 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
     })
 }
 
+/// The mount calls layers make, behind a trait so that their setup logic is
+/// testable with [`RecordingMounter`] (no root needed).
+pub trait Mounter {
+    /// Mounts a tmpfs of `size` bytes on `target`.
+    fn mount_tmpfs(&self, target: &Path, size: u64) -> Result<(), MountError>;
+    /// Mounts an overlay with mount data `data` on `target`.
+    fn mount_overlay(&self, target: &Path, data: &str) -> Result<(), MountError>;
+}
+
+/// The real mounts (through `mount(2)`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemMounter;
+
+impl Mounter for SystemMounter {
+    fn mount_tmpfs(&self, target: &Path, size: u64) -> Result<(), MountError> {
+        mount_tmpfs(target, size)
+    }
+
+    fn mount_overlay(&self, target: &Path, data: &str) -> Result<(), MountError> {
+        mount_overlay(target, data)
+    }
+}
+
+/// A fake [`Mounter`] that records each call (`tmpfs TARGET size=N`,
+/// `overlay TARGET DATA`) and fails those whose type is in `fail`.
+#[derive(Debug, Default)]
+pub struct RecordingMounter {
+    /// The calls made, in order.
+    pub calls: std::sync::Mutex<Vec<String>>,
+    /// File system types whose mounts fail (with EPERM).
+    pub fail: Vec<&'static str>,
+}
+
+impl RecordingMounter {
+    fn record(&self, fstype: &str, target: &Path, data: String) -> Result<(), MountError> {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(format!("{fstype} {} {data}", target.display()));
+        }
+        if self.fail.contains(&fstype) {
+            return Err(MountError::Mount {
+                fstype: fstype.into(),
+                target: target.to_path_buf(),
+                data,
+                source: nix::Error::EPERM,
+            });
+        }
+        Ok(())
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Mounter for RecordingMounter {
+    fn mount_tmpfs(&self, target: &Path, size: u64) -> Result<(), MountError> {
+        self.record("tmpfs", target, format!("size={size}"))
+    }
+
+    fn mount_overlay(&self, target: &Path, data: &str) -> Result<(), MountError> {
+        self.record("overlay", target, data.to_string())
+    }
+}
+
 /// Unmounts everything at or below a directory when dropped, so a test or a
 /// failed operation leaves no mount behind.
 #[derive(Debug)]

@@ -82,7 +82,8 @@ fn apply_metadata(dst: &Path, meta: &Metadata) -> io::Result<()> {
 
 /// Copies one entry (not its children) from `src` to `dst` with owner, mode,
 /// times and xattrs (overlay ones left out). With `link_files`, a regular
-/// file is hard-linked instead of copied.
+/// file is hard-linked instead of copied (copied all the same across file
+/// systems).
 pub fn copy_entry(
     src: &Path,
     dst: &Path,
@@ -95,7 +96,11 @@ pub fn copy_entry(
             fs::create_dir(dst)?;
         } else if ft.is_file() {
             if link_files {
-                return fs::hard_link(src, dst);
+                match fs::hard_link(src, dst) {
+                    // Across file systems: fall back to a copy.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {}
+                    other => return other,
+                }
             }
             fs::copy(src, dst)?;
         } else if ft.is_symlink() {
