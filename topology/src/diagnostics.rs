@@ -300,7 +300,12 @@ impl Sources {
     /// Turns problems into reportable errors.
     pub fn locate(&self, problems: Vec<Problem>) -> Errors {
         let errors = problems.into_iter().map(|p| self.locate_one(p)).collect();
-        Errors { errors }
+        let file = self
+            .files
+            .first()
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
+        Errors { file, errors }
     }
 
     fn locate_one(&self, p: Problem) -> Error {
@@ -393,6 +398,8 @@ impl Diagnostic for Error {
 /// Every error found in a topology: all are reported, not just the first.
 #[derive(Debug, Default)]
 pub struct Errors {
+    /// The topology file that was loaded (errors may be in files it includes).
+    pub file: String,
     /// The errors in the order found.
     pub errors: Vec<Error>,
 }
@@ -400,7 +407,7 @@ pub struct Errors {
 impl fmt::Display for Errors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        let file = self.errors.first().map_or("", |e| e.file.as_str());
+        let file = &self.file;
         write!(
             f,
             "{n} error{} in topology {file}",

@@ -458,3 +458,20 @@ fn invalid_models() {
         .render(false);
     assert!(text.contains("extends itself"), "{text}");
 }
+
+#[test]
+fn errors_in_included_files_name_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lib")).unwrap();
+    std::fs::write(
+        dir.path().join("main.vbet"),
+        "h = alloc(host, nics=1)\ninclude \"lib/more.vbet\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("lib/more.vbet"), "\nlink(h, hh)\n").unwrap();
+    let e = vbet_topology::load(&dir.path().join("main.vbet")).unwrap_err();
+    assert_eq!(e.errors.len(), 1);
+    assert!(e.errors[0].file.ends_with("lib/more.vbet"));
+    assert_eq!((e.errors[0].line, e.errors[0].column), (2, 9));
+    assert!(e.to_string().ends_with("main.vbet"), "{e}");
+}
