@@ -4,6 +4,13 @@
 //! networking software needs (CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE,
 //! inside the VM's own network namespace) is kept, so FRR, nftables,
 //! iptables and tcpdump work.
+//!
+//! CAP_SYS_ADMIN is kept: FRR's daemons refuse to start without it in
+//! their permitted set (as in containers, where FRR needs
+//! `--cap-add SYS_ADMIN`). What makes it dangerous in a VM is mounting
+//! and changing root, and those syscalls are denied by the seccomp policy
+//! (`seccomp.rs`: mount, umount2, the new mount API, pivot_root); with no
+//! CAP_MKNOD and a minimal /dev there are no host devices to reach.
 
 use caps::{CapSet, Capability};
 
@@ -19,10 +26,6 @@ pub const DROPPED: &[(Capability, &str)] = &[
     (
         Capability::CAP_MKNOD,
         "device nodes would open the host's disks",
-    ),
-    (
-        Capability::CAP_SYS_ADMIN,
-        "mount, pivot_root, setns and much more: the way out of the VM's root",
     ),
     (Capability::CAP_SYS_PACCT, "process accounting is host-wide"),
     (Capability::CAP_SYS_TTY_CONFIG, "vhangup of host terminals"),

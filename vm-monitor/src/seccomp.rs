@@ -101,6 +101,22 @@ pub const DENIED: &[(i64, &str)] = &[
         "new mount API: mounting is not for the guest",
     ),
     (libc::SYS_pivot_root, "the guest must not change its root"),
+    (
+        libc::SYS_mount,
+        "mounting is not for the guest (it keeps CAP_SYS_ADMIN for FRR)",
+    ),
+    (
+        libc::SYS_umount2,
+        "unmounting could uncover what the VM's root hides",
+    ),
+    (
+        libc::SYS_fsconfig,
+        "new mount API: mounting is not for the guest",
+    ),
+    (
+        libc::SYS_mount_setattr,
+        "could make the VM's read-only mounts writable",
+    ),
 ];
 
 /// `CLONE_NEWUSER`: a new user namespace gives back every capability we
