@@ -109,3 +109,22 @@ async fn name_clash_with_a_running_vm() {
     drop(client);
     assert!(vm.stop().success());
 }
+
+#[test]
+fn layer_on_the_image_file_system() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("bad", &unique("layer"), dir.path());
+    // The host root is the image; a layer beside it is refused by overlayfs.
+    s.layer_dir = Some(dir.path().join("layer"));
+    if std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(dir.path()).unwrap())
+        != std::os::unix::fs::MetadataExt::dev(&std::fs::metadata("/").unwrap())
+    {
+        eprintln!("skipped: the temp dir is not on the root file system");
+        return;
+    }
+    fails_cleanly(&s, dir.path(), "is on the image's file system");
+    assert!(!dir.path().join("layer").exists());
+}
