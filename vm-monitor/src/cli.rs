@@ -128,6 +128,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let restart = spec.restart;
     let booted = crate::vm::boot(spec).context("cannot start the VM")?;
+    // Sockets the monitor makes from now on are its own (the guest init
+    // and the reaper were forked with the usual umask).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -168,6 +168,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn prepare(setup: &GuestSetup) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    // `ps` in the VM shows the init's command line (the monitor's); its
+    // name at least says what it is.
+    let _ = nix::sys::prctl::set_name(c"vbet-init");
     for procs in &setup.cgroup_procs {
         std::fs::write(procs, "0")
             .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;

@@ -222,10 +222,14 @@ async fn configure(taps: &[Tap], routes: &[RouteSpec]) -> Result<(), NicError> {
             .await
             .map_err(nl(format!("setting {} up", p.name)))?;
         for a in &p.addresses {
-            handle
-                .address()
-                .add(idx, a.addr, a.prefix)
-                .execute()
+            let mut add = handle.address().add(idx, a.addr, a.prefix);
+            if a.addr.is_ipv6() {
+                // No duplicate address detection: an emulated link's
+                // addresses are usable at once (as in Mininet).
+                add.message_mut().header.flags |=
+                    rtnetlink::packet_route::address::AddressHeaderFlags::Nodad;
+            }
+            add.execute()
                 .await
                 .map_err(nl(format!("adding {}/{} to {}", a.addr, a.prefix, p.name)))?;
         }

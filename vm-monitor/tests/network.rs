@@ -22,7 +22,7 @@ fn wired(
     s.nics.push(NicSpec {
         index: 0,
         mac: None,
-        addresses: vec![addr.into()],
+        addresses: addr.split(',').map(String::from).collect(),
         wiring: Wiring::Wire {
             local: dir.join(local),
             remote: dir.join(remote),
@@ -50,12 +50,26 @@ async fn two_vms_on_a_direct_wire() {
     let lab = unique("net");
     let (a, b) = (unique("a"), unique("b"));
     let (mut vm_a, mut ca) = TestVm::start(
-        wired(&lab, &a, dir.path(), "10.77.0.1/24", "a.eth0", "b.eth0"),
+        wired(
+            &lab,
+            &a,
+            dir.path(),
+            "10.77.0.1/24,fd00:77::1/64",
+            "a.eth0",
+            "b.eth0",
+        ),
         dir.path(),
     )
     .await;
     let (mut vm_b, mut cb) = TestVm::start(
-        wired(&lab, &b, dir.path(), "10.77.0.2/24", "b.eth0", "a.eth0"),
+        wired(
+            &lab,
+            &b,
+            dir.path(),
+            "10.77.0.2/24,fd00:77::2/64",
+            "b.eth0",
+            "a.eth0",
+        ),
         dir.path(),
     )
     .await;
@@ -73,6 +87,11 @@ async fn two_vms_on_a_direct_wire() {
         assert!(tokio::time::Instant::now() < deadline, "A cannot ping B");
     }
     assert!(ping_ok(&mut cb, "10.77.0.1").await, "B cannot ping A");
+    // IPv6 works at once (no duplicate address detection delay).
+    assert!(
+        ping_ok(&mut cb, "fd00:77::1").await,
+        "B cannot ping A over IPv6"
+    );
 
     // Unplug A's cable: the guest sees NO-CARRIER, pings fail.
     let nic = ca
