@@ -27,19 +27,44 @@ pub enum Command {
     Run(RunArgs),
     /// Run a command in a running VM through its API socket.
     Exec(ExecArgs),
+    /// Remove what dead VMs of a lab left behind (if even their reaper
+    /// was killed); running VMs are untouched.
+    Cleanup(CleanupArgs),
+}
+
+/// `vm-monitor cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The lab.
+    #[arg(long, env = "VBET_LAB")]
+    pub lab: String,
+    /// The lab's run directory (default /run/vbet/LAB).
+    #[arg(long, env = "VBET_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// `vm-monitor cleanup`: prints what it removed.
+pub fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
+    let run_dir = args
+        .run_dir
+        .unwrap_or_else(|| std::path::Path::new("/run/vbet").join(&args.lab));
+    for path in crate::vm::clean_stale(&args.lab, &run_dir)? {
+        println!("removed {}", path.display());
+    }
+    Ok(())
 }
 
 /// `vm-monitor run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The VM spec (TOML); flags override its fields.
-    #[arg(long)]
+    #[arg(long, env = "VBET_VM_SPEC")]
     pub spec: Option<PathBuf>,
     /// VM name.
-    #[arg(long)]
+    #[arg(long, env = "VBET_VM_NAME")]
     pub name: Option<String>,
     /// Lab name.
-    #[arg(long)]
+    #[arg(long, env = "VBET_LAB")]
     pub lab: Option<String>,
     /// Image: "host" or a root directory.
     #[arg(long)]
@@ -57,7 +82,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub pids: Option<u64>,
     /// Run directory for the sockets.
-    #[arg(long)]
+    #[arg(long, env = "VBET_RUN_DIR")]
     pub run_dir: Option<PathBuf>,
     /// Command line started once the VM is up (repeatable).
     #[arg(long = "cmd")]

@@ -177,6 +177,14 @@ fn prepare(setup: &GuestSetup) -> Result<(), String> {
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("new cgroup namespace: {e}"))?;
+    // A time namespace for the guest's processes (the init's children),
+    // where the kernel has one: the seam for clock offsets.
+    match nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(
+        libc::CLONE_NEWTIME,
+    )) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(format!("new time namespace: {e}")),
+    }
     nix::unistd::sethostname(&setup.hostname).map_err(|e| format!("sethostname: {e}"))?;
     crate::rootfs::apply(&setup.steps).map_err(|e| chain(&e))?;
     crate::seccomp::install_guest_policy().map_err(|e| chain(&e))?;

@@ -288,6 +288,60 @@ fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<Reaper, VmError> {
     }
 }
 
+/// Removes what dead VMs of `lab` left behind when even their reaper was
+/// killed: empty cgroups `vbet/LAB.*`, and in `run_dir` the lock, API
+/// socket and staging directory of every VM whose lock nobody holds.
+/// Returns what it removed; running VMs are untouched.
+pub fn clean_stale(lab: &str, run_dir: &std::path::Path) -> Result<Vec<PathBuf>, VmError> {
+    let mut removed = Vec::new();
+    let hierarchy = Hierarchy::detect(std::path::Path::new("/sys/fs/cgroup"))?;
+    let prefix = format!("{lab}.");
+    let mut names = std::collections::BTreeSet::new();
+    for dir in Cgroup::new(hierarchy.clone(), "x").dirs() {
+        let Some(parent) = dir.parent() else { continue };
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(vm) = name.strip_prefix(&prefix) {
+                if entry.path().is_dir() {
+                    names.insert(vm.to_owned());
+                }
+            }
+        }
+    }
+    for vm in names {
+        let cgroup = Cgroup::new(hierarchy.clone(), &format!("{lab}.{vm}"));
+        if !cgroup.in_use() && cgroup.remove(Duration::from_secs(1)).is_empty() {
+            removed.push(cgroup.dirs()[0].clone());
+        }
+    }
+    for entry in std::fs::read_dir(run_dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Some(vm) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".lock"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        // Held: a monitor (or its reaper) is alive.
+        let Some(lock) = try_lock(&path)? else {
+            continue;
+        };
+        for p in [
+            run_dir.join(format!("{vm}.sock")),
+            run_dir.join(format!("{vm}.root")),
+            path.clone(),
+        ] {
+            if p.exists() && remove_path(&p).is_ok() {
+                removed.push(p);
+            }
+        }
+        drop(lock);
+    }
+    Ok(removed)
+}
+
 /// What the API sees of a running VM.
 pub struct Vm {
     /// The spec.

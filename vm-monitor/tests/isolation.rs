@@ -43,6 +43,17 @@ async fn vms_are_isolated_from_the_host_and_each_other() {
         "placed by the spec\n600\n"
     );
 
+    // Its own namespaces, time included.
+    for ns in ["mnt", "uts", "ipc", "pid", "net", "cgroup", "time"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let guest = sh(&mut ca, &format!("readlink /proc/self/ns/{ns}")).await;
+        assert_ne!(
+            guest.trim(),
+            host.to_string_lossy(),
+            "{ns} namespace shared with the host"
+        );
+    }
+
     // Hostnames differ.
     assert_eq!(sh(&mut ca, "hostname").await.trim(), a);
     assert_eq!(sh(&mut cb, "hostname").await.trim(), b);

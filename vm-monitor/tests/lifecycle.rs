@@ -167,3 +167,44 @@ async fn restart_policy_boots_the_guest_again() {
     drop(client);
     assert!(vm.stop().success());
 }
+
+#[tokio::test]
+async fn cleanup_after_monitor_and_reaper_were_killed() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = unique("stale");
+    let name = unique("v");
+    let (mut vm, client) = TestVm::start(spec(&lab, &name, dir.path()), dir.path()).await;
+    drop(client);
+    // Kill the reaper first, then the monitor: nobody cleans up.
+    let needle = vm.spec_path.to_string_lossy().into_owned();
+    for pid in processes_with(&needle) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "vbet-reaper" {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
+    }
+    vm.kill();
+    poll("the guest to die", Duration::from_secs(10), || {
+        processes_with(&needle).is_empty().then_some(())
+    });
+    assert!(vm.spec.lock_path().exists() || cgroup_dirs(&vm.spec).iter().any(|d| d.exists()));
+
+    let out = std::process::Command::new(MONITOR)
+        .args(["cleanup", "--lab", &lab, "--run-dir"])
+        .arg(vm.spec.run_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_leftovers(&vm.spec, &vm.spec_path);
+}
