@@ -338,16 +338,28 @@ impl NicState {
         self.plan.index + 1
     }
 
-    /// Sets the link state; the guest's carrier is off only when down.
+    /// Sets the link state; the guest's carrier follows (see
+    /// [`NicState::sync_carrier`]).
     pub fn set_link(&self, state: LinkState) -> Result<(), NicError> {
-        sys::tap_set_carrier(self.tap.get_ref(), state != LinkState::Down).map_err(|source| {
-            NicError::Io {
-                what: format!("setting the carrier of {}", self.plan.name),
-                source,
-            }
-        })?;
         self.port.set_state(state);
-        Ok(())
+        self.sync_carrier()
+    }
+
+    /// Makes the guest's carrier follow the cable: off when the link is
+    /// down, when the NIC has no cable, and while a switch NIC is
+    /// unplugged (its switch went away); on otherwise (a black hole keeps
+    /// it on).
+    pub fn sync_carrier(&self) -> Result<(), NicError> {
+        let cable = match self.plan.wiring {
+            Wiring::None => false,
+            Wiring::Wire { .. } => true,
+            Wiring::Switch { .. } => self.attached(),
+        };
+        let on = cable && self.port.state() != LinkState::Down;
+        sys::tap_set_carrier(self.tap.get_ref(), on).map_err(|source| NicError::Io {
+            what: format!("setting the carrier of {}", self.plan.name),
+            source,
+        })
     }
 
     /// Whether the cable currently reaches its peer.
@@ -422,40 +434,48 @@ pub async fn start(tap: Tap) -> Result<Arc<NicState>, NicError> {
                     nic: state.plan.index,
                     source,
                 })?;
-            tokio::spawn(switch_port(state.clone(), ctl, port));
+            let attached = attach(&state, port).map_err(io(format!("{name}: switch port")))?;
+            tokio::spawn(switch_port(state.clone(), ctl, attached));
         }
     }
+    state.sync_carrier()?;
     tokio::spawn(tap_to_fabric(state.clone(), fd));
     Ok(state)
 }
 
 /// Serves one switch port, and plugs in again when the switch goes away.
-async fn switch_port(state: Arc<NicState>, ctl: PathBuf, mut port: client::ClientPort) {
+async fn switch_port(
+    state: Arc<NicState>,
+    ctl: PathBuf,
+    mut attached: (Arc<UnixDatagram>, tokio::net::UnixStream),
+) {
     let name = state.plan.name.clone();
     loop {
-        match attach(&state, port) {
-            Ok((data, mut ctl_stream)) => {
-                tracing::info!(nic = %name, switch = %ctl.display(), "plugged into the switch");
-                let mut byte = [0u8; 1];
-                tokio::select! {
-                    _ = fabric_to_tap(state.clone(), data) => {}
-                    // Nothing is ever sent on the control connection: EOF
-                    // (or an error) means the switch is gone.
-                    _ = tokio::io::AsyncReadExt::read(&mut ctl_stream, &mut byte) => {}
-                }
-                *state.fabric.sock.lock().expect("not poisoned") = None;
-                tracing::warn!(nic = %name, switch = %ctl.display(), "the switch went away; reconnecting");
-            }
-            Err(e) => tracing::warn!(nic = %name, "switch port: {e}"),
+        let (data, mut ctl_stream) = attached;
+        let _ = state.sync_carrier();
+        tracing::info!(nic = %name, switch = %ctl.display(), "plugged into the switch");
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            _ = fabric_to_tap(state.clone(), data) => {}
+            // Nothing is ever sent on the control connection: EOF (or an
+            // error) means the switch is gone.
+            _ = tokio::io::AsyncReadExt::read(&mut ctl_stream, &mut byte) => {}
         }
+        *state.fabric.sock.lock().expect("not poisoned") = None;
+        let _ = state.sync_carrier();
+        tracing::warn!(nic = %name, switch = %ctl.display(), "the switch went away; reconnecting");
         // Plug in again, backing off up to a second between tries.
         let mut wait = Duration::from_millis(50);
-        port = loop {
+        attached = loop {
             tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
             let path = ctl.clone();
             match tokio::task::spawn_blocking(move || client::connect(&path)).await {
-                Ok(Ok(p)) => break p,
-                _ => wait = (wait * 2).min(Duration::from_secs(1)),
+                Ok(Ok(port)) => match attach(&state, port) {
+                    Ok(a) => break a,
+                    Err(e) => tracing::warn!(nic = %name, "switch port: {e}"),
+                },
+                _ => {}
             }
         };
     }

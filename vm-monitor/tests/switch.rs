@@ -153,8 +153,31 @@ async fn two_vms_ping_over(kind: &str, restart: bool) {
         let _ = switch.child.wait();
         let _ = std::fs::remove_file(&switch.ctl);
         drop(switch);
+        // Unplugged: the guest loses its carrier, the API says so.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !sh(&mut ca, "ip link show eth0")
+            .await
+            .contains("NO-CARRIER")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "carrier stayed up without a switch"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = ca
+            .status(vbet_proto::vbet::vm::v1::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!status.nics[0].attached);
         switch = start_switch(kind, dir.path()).expect("the switch starts again");
         ping_until(&mut ca, "10.79.0.2", "after the switch restarted").await;
+        assert!(
+            !sh(&mut ca, "ip link show eth0")
+                .await
+                .contains("NO-CARRIER")
+        );
     }
 
     drop((ca, cb));
