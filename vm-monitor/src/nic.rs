@@ -470,12 +470,12 @@ async fn switch_port(
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(1));
             let path = ctl.clone();
-            match tokio::task::spawn_blocking(move || client::connect(&path)).await {
-                Ok(Ok(port)) => match attach(&state, port) {
+            if let Ok(Ok(port)) = tokio::task::spawn_blocking(move || client::connect(&path)).await
+            {
+                match attach(&state, port) {
                     Ok(a) => break a,
                     Err(e) => tracing::warn!(nic = %name, "switch port: {e}"),
-                },
-                _ => {}
+                }
             }
         };
     }
