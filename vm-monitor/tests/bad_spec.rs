@@ -122,7 +122,7 @@ fn layer_on_the_image_file_system() {
     if std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(dir.path()).unwrap())
         != std::os::unix::fs::MetadataExt::dev(&std::fs::metadata("/").unwrap())
     {
-        eprintln!("skipped: the temp dir is not on the root file system");
+        skip("the temp dir is not on the root file system");
         return;
     }
     fails_cleanly(&s, dir.path(), "is on the image's file system");

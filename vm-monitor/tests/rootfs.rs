@@ -19,7 +19,7 @@ async fn hostfs_shares_and_a_persistent_layer() {
     std::fs::write(ro.path().join("given"), "from the host\n").unwrap();
     // The layer must not be on the image's (the host root's) file system.
     if !Path::new("/dev/shm").is_dir() {
-        eprintln!("skipped: needs a tmpfs at /dev/shm for the layer");
+        skip("needs a tmpfs at /dev/shm for the layer");
         return;
     }
     let layer = tempfile::tempdir_in("/dev/shm").unwrap();
@@ -76,13 +76,21 @@ async fn an_image_directory() {
         .into_iter()
         .find(|p| Path::new(p).exists())
     else {
-        eprintln!("skipped: no busybox for a test image");
+        skip("no busybox for a test image");
         return;
     };
     // A static busybox is a whole userland.
     let ldd = std::process::Command::new("ldd").arg(busybox).output();
-    if ldd.is_ok_and(|o| !String::from_utf8_lossy(&o.stdout).contains("not a dynamic")) {
-        eprintln!("skipped: busybox is not static");
+    let is_static = ldd.is_ok_and(|o| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text.contains("not a dynamic") || text.contains("statically linked")
+    });
+    if !is_static {
+        skip("busybox is not static");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -129,7 +129,7 @@ async fn two_vms_ping_over(kind: &str, restart: bool) {
     }
     let dir = tempfile::tempdir().unwrap();
     let Some(mut switch) = start_switch(kind, dir.path()) else {
-        eprintln!("skipped: {kind} is not available");
+        skip(&format!("{kind} is not available"));
         return;
     };
     let lab = unique("sw");
@@ -209,12 +209,12 @@ async fn vm_and_uml_guest_on_uml_switch() {
         return;
     }
     let Some(uml) = which("linux.uml") else {
-        eprintln!("skipped: linux.uml is not installed");
+        skip("linux.uml is not installed");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let Some(switch) = start_switch("uml_switch", dir.path()) else {
-        eprintln!("skipped: uml_switch is not available");
+        skip("uml_switch is not available");
         return;
     };
     let lab = unique("uml");
