@@ -461,7 +461,7 @@ pub async fn run(
     let nics = match booting.await {
         Ok(n) => n,
         Err(e) => {
-            let errors = cleanup.kill_and_remove(Duration::ZERO).await;
+            let errors = cleanup.kill_and_remove().await;
             drop(lock);
             let _ = finish(reaper, errors);
             return Err(e);
@@ -487,7 +487,7 @@ pub async fn run(
     }) {
         Ok(s) => tokio::spawn(s),
         Err(e) => {
-            let errors = cleanup.kill_and_remove(Duration::ZERO).await;
+            let errors = cleanup.kill_and_remove().await;
             drop(vm.lock.lock().expect("not poisoned").take());
             let _ = finish(reaper, errors);
             return Err(e);
@@ -534,7 +534,7 @@ pub async fn run(
     {
         abort.abort();
     }
-    let errors = cleanup.kill_and_remove(Duration::ZERO).await;
+    let errors = cleanup.kill_and_remove().await;
     drop(vm.lock.lock().expect("not poisoned").take());
     finish(reaper, errors)?;
     Ok(if grace.is_some() {
@@ -553,7 +553,7 @@ struct Cleanup {
 impl Cleanup {
     /// Kills the guest (if alive), then removes everything on the host;
     /// keeps going past failures and returns them all.
-    async fn kill_and_remove(&mut self, _grace: Duration) -> Vec<String> {
+    async fn kill_and_remove(&mut self) -> Vec<String> {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.init_pid),
             nix::sys::signal::Signal::SIGKILL,
