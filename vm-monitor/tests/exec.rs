@@ -44,6 +44,51 @@ async fn exec_runs_commands_in_the_vm() {
     let out = exec(&mut client, &["id", "-u"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 
+    // Orphans are reaped by the guest init: no zombie stays.
+    sh(&mut client, "(sleep 0.1 &) ; true").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let states = sh(&mut client, "ps -e -o stat=").await;
+        // Left: the init, the shell and ps; no zombie.
+        let zombie = states.lines().any(|l| l.trim_start().starts_with('Z'));
+        if !zombie && states.lines().count() <= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "zombies or orphans left:\n{states}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // In the VM's cgroup, seen through its cgroup namespace as the root.
+    let cgroups = sh(&mut client, "cat /proc/self/cgroup").await;
+    for line in cgroups
+        .lines()
+        .filter(|l| !l.contains("name=systemd") && !l.starts_with("0::"))
+    {
+        if ["memory", "pids", "cpu", "freezer"]
+            .iter()
+            .any(|c| line.contains(c))
+        {
+            assert!(line.ends_with(":/"), "not at the VM's cgroup root: {line}");
+        }
+    }
+    let host_pid = {
+        // The exec'd process's host PID: find it through the init's children.
+        let status = client
+            .status(pb::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        status.init_pid
+    };
+    let host_cgroups = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).unwrap();
+    assert!(
+        host_cgroups.contains(&format!("/vbet/t.{name}")),
+        "the guest init is not in the VM's cgroup: {host_cgroups}"
+    );
+
     // The command-line client.
     let mut cli = std::process::Command::new(MONITOR)
         .args(["exec", "--api"])

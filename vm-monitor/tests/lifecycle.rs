@@ -208,3 +208,51 @@ async fn cleanup_after_monitor_and_reaper_were_killed() {
     );
     assert_no_leftovers(&vm.spec, &vm.spec_path);
 }
+
+#[tokio::test]
+async fn ready_is_notified_to_systemd() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("notify");
+    let s = spec("life", &name, dir.path());
+    let notify = dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let path = write_spec(&s, dir.path());
+    let mut child = std::process::Command::new(MONITOR)
+        .args(["run", "--spec"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf);
+    // By READY=1 the VM serves and runs.
+    let ready = n
+        .as_ref()
+        .map(|n| String::from_utf8_lossy(&buf[..*n]).into_owned());
+    let status = match vm_monitor::client::connect(&s.api_socket()).await {
+        Ok(mut c) => c
+            .status(pb::StatusRequest {})
+            .await
+            .map(|r| r.into_inner().state)
+            .ok(),
+        Err(_) => None,
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let exit = poll("monitor exit", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    assert!(ready.unwrap().contains("READY=1"));
+    assert_eq!(status, Some(pb::VmState::Running as i32));
+    assert!(exit.success());
+    assert_no_leftovers(&s, &path);
+}
