@@ -2,10 +2,9 @@
 //! starts an orchestrator in the background when none runs.
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +17,7 @@ use vbet_proto::vbet::vm::v1 as vm_pb;
 use vbet_topology::units::{Micros, Percent, Rate};
 
 use crate::layout::{DEFAULT_RUN_ROOT, Layout};
+use crate::table::print_table;
 
 /// vBET: bring up emulated networks of VMs, operate them, tear them down.
 #[derive(Debug, Parser)]
@@ -85,11 +85,21 @@ pub enum Command {
         /// LAB/NAME or NAME (a node or switch).
         component: String,
     },
+    /// Run one of the paper's experiments end to end.
+    #[command(subcommand)]
+    Experiment(Experiment),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, …
         shell: clap_complete::Shell,
     },
+}
+
+/// The paper's experiments.
+#[derive(Debug, Subcommand)]
+pub enum Experiment {
+    /// §4.1: flap the r2–r3 link under OSPF and measure reconvergence.
+    OspfFlap(crate::experiment::ospf::Params),
 }
 
 /// `vbet link`.
@@ -160,7 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let mut client = connect_or_start(&layout).await?;
+    let mut client = crate::client::connect_or_start(&layout).await?;
     match cli.command {
         Command::Up { file, name } => up(&mut client, &file, name).await,
         Command::Down { lab } => {
@@ -192,6 +202,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Experiment(Experiment::OspfFlap(params)) => {
+            let outcome = crate::experiment::ospf::run(&mut client, &params).await?;
+            crate::experiment::ospf::print(&outcome);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { .. } | Command::Completions { .. } => unreachable!("handled above"),
     }
 }
@@ -206,56 +221,6 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
             eprint!("{}", errors.render(std::io::stderr().is_terminal()));
             Ok(ExitCode::FAILURE)
         }
-    }
-}
-
-/// Connects to the orchestrator, starting one in the background if none
-/// answers.
-async fn connect_or_start(layout: &Layout) -> anyhow::Result<OrchestratorClient<Channel>> {
-    let socket = layout.orchestrator_socket();
-    if let Ok(channel) = vbet_proto::connect_unix(&socket).await {
-        return Ok(OrchestratorClient::new(channel));
-    }
-    let exe = std::env::current_exe().context("cannot find vbet's own path")?;
-    let orchestrator = exe.with_file_name("orchestrator");
-    std::fs::create_dir_all(&layout.run_root).with_context(|| {
-        format!(
-            "cannot create {} (vbet needs root)",
-            layout.run_root.display()
-        )
-    })?;
-    let log_path = layout.run_root.join("orchestrator.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let child = std::process::Command::new(&orchestrator)
-        .arg("--run-root")
-        .arg(&layout.run_root)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {}", orchestrator.display()))?;
-    eprintln!(
-        "vbet: no orchestrator was running; started one in the background (pid {}, log {})",
-        child.id(),
-        log_path.display()
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(channel) = vbet_proto::connect_unix(&socket).await {
-            return Ok(OrchestratorClient::new(channel));
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the orchestrator did not come up within 10 s; see {}",
-                log_path.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -606,31 +571,6 @@ fn lab_json(lab: &pb::Lab) -> serde_json::Value {
             "impairments": impairment_text(c.impairment.as_ref()),
         })).collect::<Vec<_>>(),
     })
-}
-
-/// Prints an aligned table.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }
 
 async fn exec(

@@ -11,9 +11,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod daemon;
+pub mod experiment;
 pub mod lab;
 pub mod layout;
 pub mod plan;
 pub mod process;
 pub mod state;
+pub mod table;
