@@ -444,12 +444,19 @@ impl VmSpec {
                     layer.display()
                 )));
             }
+            // overlayfs refuses an upper directory inside the lower tree of
+            // the same file system (with the host's root as the image: any
+            // directory of the root file system).
             let probe = existing_ancestor(layer);
+            let probe = probe.canonicalize().unwrap_or(probe);
+            let inside = image
+                .canonicalize()
+                .is_ok_and(|image| probe.starts_with(image));
             if let (Ok(a), Ok(b)) = (std::fs::metadata(&probe), std::fs::metadata(&image)) {
-                if a.dev() == b.dev() {
+                if a.dev() == b.dev() && inside {
                     return Err(SpecError::Invalid(format!(
-                        "layer_dir {} is on the image's file system; overlayfs refuses that: \
-                         put it on another file system or leave it unset (tmpfs)",
+                        "layer_dir {} is inside the image on the same file system; overlayfs \
+                         refuses that: put it on another file system or leave it unset (tmpfs)",
                         layer.display()
                     )));
                 }

@@ -125,6 +125,10 @@ fn layer_on_the_image_file_system() {
         skip("the temp dir is not on the root file system");
         return;
     }
-    fails_cleanly(&s, dir.path(), "is on the image's file system");
+    fails_cleanly(
+        &s,
+        dir.path(),
+        "is inside the image on the same file system",
+    );
     assert!(!dir.path().join("layer").exists());
 }

@@ -109,6 +109,9 @@ async fn an_image_directory() {
     let name = unique("img");
     let mut s = spec("fs", &name, dir.path());
     s.image = image.path().to_string_lossy().into_owned();
+    // A layer beside the image, on the same file system, is fine.
+    let layer = tempfile::tempdir().unwrap();
+    s.layer_dir = Some(layer.path().to_owned());
     let (mut vm, mut client) = TestVm::start(s, dir.path()).await;
     let listing = sh(&mut client, "ls /bin").await;
     assert!(listing.contains("busybox"), "{listing}");
@@ -121,6 +124,10 @@ async fn an_image_directory() {
     assert!(
         !image.path().join("etc/motd").exists(),
         "the VM wrote into the image"
+    );
+    assert_eq!(
+        std::fs::read_to_string(layer.path().join("upper/etc/motd")).unwrap(),
+        "private\n"
     );
     drop(client);
     assert!(vm.stop().success());
