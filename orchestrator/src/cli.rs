@@ -100,6 +100,8 @@ pub enum Command {
 pub enum Experiment {
     /// §4.1: flap the r2–r3 link under OSPF and measure reconvergence.
     OspfFlap(crate::experiment::ospf::Params),
+    /// §4.2: probe a distributed firewall against its intended policy.
+    Firewall(crate::experiment::firewall::Params),
 }
 
 /// `vbet link`.
@@ -206,6 +208,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = crate::experiment::ospf::run(&mut client, &params).await?;
             crate::experiment::ospf::print(&outcome);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Experiment(Experiment::Firewall(params)) => {
+            let outcome = crate::experiment::firewall::run(&mut client, &params).await?;
+            crate::experiment::firewall::print(&outcome);
+            Ok(if outcome.mismatches() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         Command::Check { .. } | Command::Completions { .. } => unreachable!("handled above"),
     }
