@@ -100,7 +100,9 @@ impl Drop for Egress {
 
 async fn drain(egress: Weak<Egress>) {
     loop {
-        let Some(strong) = egress.upgrade() else { return };
+        let Some(strong) = egress.upgrade() else {
+            return;
+        };
         let socket = strong.socket.clone();
         if strong.flush() {
             // A frame queued after the flush leaves a permit, so this
