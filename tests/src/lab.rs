@@ -44,6 +44,25 @@ impl LabHost {
         }
     }
 
+    /// Starts a new orchestrator on the same run root (after the first one
+    /// ended).
+    pub fn restart_orchestrator(&mut self) {
+        let mut cmd = Command::new(bin("orchestrator"));
+        cmd.arg("--run-root").arg(&self.run_root);
+        let log = self.orchestrator.log.with_extension("2.log");
+        self.orchestrator = Spawned::start("orchestrator", cmd, &log);
+        let socket = self.run_root.join("orchestrator.sock");
+        wait_for(
+            "the new orchestrator's socket",
+            Duration::from_secs(10),
+            || {
+                std::os::unix::net::UnixStream::connect(&socket)
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+    }
+
     /// Runs `vbet ARGS…` against this orchestrator.
     pub fn vbet(&self, args: &[&str]) -> Output {
         vbet(&self.run_root, args)

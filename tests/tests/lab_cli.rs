@@ -222,3 +222,92 @@ fn vbet_starts_an_orchestrator_when_none_runs() {
         "socket left behind"
     );
 }
+
+#[test]
+fn two_labs_side_by_side_and_a_restarted_orchestrator_adopts_them() {
+    if !require(&["ping"]) {
+        return;
+    }
+    let mut host = LabHost::start();
+    let file = examples().join("paper-2.2-switch.vbet");
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    host.vbet_ok(&["up", file.to_str().unwrap(), "--name", &a]);
+    host.vbet_ok(&["up", file.to_str().unwrap(), "--name", &b]);
+    // The same addresses in both labs, kept apart by their namespaces.
+    for lab in [&a, &b] {
+        host.vbet_ok(&[
+            "exec",
+            &format!("{lab}/host1"),
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "10.22.0.2",
+        ]);
+    }
+    host.vbet_ok(&["link", "--lab", &a, "cable2", "down"]);
+    let cut = host.vbet(&[
+        "exec",
+        &format!("{a}/host1"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.22.0.2",
+    ]);
+    assert!(!cut.status.success(), "lab {a}'s cable is down");
+    host.vbet_ok(&[
+        "exec",
+        &format!("{b}/host1"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.22.0.2",
+    ]);
+
+    // The orchestrator goes away; the labs stay up and a new one adopts them.
+    host.orchestrator
+        .terminate(Duration::from_secs(5))
+        .expect("orchestrator exits on SIGTERM");
+    let running: std::collections::BTreeSet<String> = host
+        .lab_processes()
+        .iter()
+        .map(|p| {
+            p.split_once(' ')
+                .map_or(p.clone(), |(_, cmd)| cmd.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        running.len(),
+        2 * 4,
+        "labs did not outlive the orchestrator: {running:?}"
+    );
+    host.restart_orchestrator();
+    let ls = host.vbet_ok(&["ls"]);
+    assert_eq!(ls.matches("running").count(), 2, "{ls}");
+    host.vbet_ok(&[
+        "exec",
+        &format!("{b}/host3"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.22.0.1",
+    ]);
+    host.vbet_ok(&["down", &a]);
+    host.vbet_ok(&["down", &b]);
+    assert!(
+        host.lab_processes().is_empty(),
+        "left running: {:?}",
+        host.lab_processes()
+    );
+}
