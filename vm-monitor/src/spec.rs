@@ -26,8 +26,8 @@ pub struct VmSpec {
     #[serde(default = "default_image")]
     pub image: String,
     /// Where the writable layer lives (`upper/` and `work/` inside). Unset:
-    /// on a tmpfs that vanishes with the VM. Must not be on the image's
-    /// file system.
+    /// on a tmpfs that vanishes with the VM. Must not be inside the image
+    /// on the image's file system (overlayfs refuses that).
     #[serde(default)]
     pub layer_dir: Option<PathBuf>,
     /// Hostname (default: the name).

@@ -84,6 +84,16 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETCARRIER: libc::c_ulong = 0x4004_54e2;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+
+/// TAP offloads (`TUN_F_*`): checksum, TCP segmentation for IPv4, IPv6
+/// and with ECN.
+pub const TAP_OFFLOADS: libc::c_uint = 0x01 | 0x02 | 0x04 | 0x08;
+
+/// The size of the virtio-net header before each frame of a TAP opened
+/// with one.
+pub const VNET_HDR_LEN: usize = 10;
 
 #[repr(C)]
 struct IfReqFlags {
@@ -93,8 +103,11 @@ struct IfReqFlags {
 }
 
 /// Opens `/dev/net/tun` and creates (or attaches to) the TAP device `name`
-/// in the calling thread's network namespace. The fd is non-blocking.
-pub fn tap_open(name: &str) -> io::Result<OwnedFd> {
+/// in the calling thread's network namespace. The fd is non-blocking. With
+/// `vnet_hdr`, every frame read or written starts with a virtio-net header
+/// ([`VNET_HDR_LEN`] bytes) and the device may take offloads
+/// ([`tap_set_offload`]).
+pub fn tap_open(name: &str, vnet_hdr: bool) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -111,7 +124,7 @@ pub fn tap_open(name: &str) -> io::Result<OwnedFd> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut req = IfReqFlags {
         name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI,
+        flags: IFF_TAP | IFF_NO_PI | if vnet_hdr { IFF_VNET_HDR } else { 0 },
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -119,6 +132,15 @@ pub fn tap_open(name: &str) -> io::Result<OwnedFd> {
     // (name, flags, padding to the union's size); it lives across the call.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } as libc::c_long)?;
     Ok(fd)
+}
+
+/// Sets the offloads (`TUN_F_*` bits) a TAP opened with a virtio-net
+/// header accepts: with TSO, the guest sends segments of up to 64 KiB.
+pub fn tap_set_offload(fd: &impl AsRawFd, offloads: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes the flags by value; no memory is passed.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads as libc::c_ulong) };
+    check(rc as libc::c_long)?;
+    Ok(())
 }
 
 /// Turns the carrier of a TAP device on or off (Linux ≥ 5.0).

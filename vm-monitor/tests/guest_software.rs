@@ -91,7 +91,15 @@ async fn frr_nft_tcpdump_iperf3() {
     .await;
     assert!(capture.contains("ICMP echo"), "{capture}");
 
-    // iperf3 across the wire.
+    // iperf3 across the wire, where 64 KiB TCP segments travel whole
+    // (offload between two monitors): the capture shows frames over 1514
+    // bytes.
+    let mut capture = ca
+        .capture(vbet_proto::vbet::vm::v1::CaptureRequest { nic: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let _header = capture.message().await.unwrap().unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let out = exec(&mut ca, &["iperf3", "-c", "10.83.0.2", "-t", "1"]).await;
@@ -106,6 +114,21 @@ async fn frr_nft_tcpdump_iperf3() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+
+    let mut largest = 0u32;
+    while let Ok(Ok(Some(chunk))) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), capture.message()).await
+    {
+        // One pcap record per chunk: ts (8 bytes), caplen, origlen.
+        if chunk.data.len() >= 16 {
+            largest = largest.max(u32::from_ne_bytes(chunk.data[12..16].try_into().unwrap()));
+        }
+        if largest > 1514 {
+            break;
+        }
+    }
+    assert!(largest > 1514, "no segment over 1514 bytes: offload is off");
+    drop(capture);
 
     drop((ca, cb));
     assert!(vm_a.stop().success());
