@@ -129,6 +129,17 @@ impl Processes {
             user: start.user.clone(),
             tty,
         };
+        // One packet per message: a request the init could not read whole
+        // would never be answered.
+        let size = serde_json::to_vec(&msg)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > crate::init::MAX_MESSAGE {
+            return Err(ExecError::Spawn(format!(
+                "the command line and environment take {size} bytes; the limit is {}",
+                crate::init::MAX_MESSAGE
+            )));
+        }
         let (reply, reply_rx) = oneshot::channel();
         let (exit, exit_rx) = oneshot::channel();
         self.tx

@@ -38,6 +38,14 @@ async fn exec_runs_commands_in_the_vm() {
         .unwrap_err();
     assert!(err.message().contains("/no/such/program"), "{err}");
 
+    // Too large a request is refused, not lost.
+    let huge = "x".repeat(300 * 1024);
+    let err = vm_monitor::client::exec(&mut client, &["echo", &huge], b"")
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("the limit is"), "{err}");
+    assert_eq!(sh(&mut client, "echo still here").await, "still here\n");
+
     // The process runs as a child of the guest init, in the VM's PID
     // namespace, as the user asked for.
     assert_eq!(sh(&mut client, "echo $PPID").await.trim(), "1");
