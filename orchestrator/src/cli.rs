@@ -75,6 +75,14 @@ pub enum Command {
         #[arg(short = 'w', long)]
         write: Option<PathBuf>,
     },
+    /// Draw a lab: Graphviz dot, SVG or an HTML page.
+    Graph {
+        /// The lab (may be omitted when there is only one).
+        lab: Option<String>,
+        /// dot, svg or html.
+        #[arg(long, default_value = "dot")]
+        format: String,
+    },
     /// Check a topology file and summarise it, without deploying.
     Check {
         /// The topology.
@@ -195,6 +203,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Capture { target, write } => {
             let (lab, target) = split_target(&mut client, &target).await?;
             capture(&mut client, &lab, &target, write.as_deref()).await
+        }
+        Command::Graph { lab, format } => {
+            let lab = pick_lab(&mut client, lab).await?;
+            let lab = client
+                .inspect_lab(pb::InspectLabRequest { lab })
+                .await?
+                .into_inner();
+            let text = match format.as_str() {
+                "dot" => crate::graph::dot(&lab),
+                "svg" => crate::graph::svg(&lab)?,
+                "html" => crate::graph::html(&lab)?,
+                other => bail!("unknown graph format {other:?}; use dot, svg or html"),
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Logs { component } => {
             let (lab, name) = split_target(&mut client, &component).await?;

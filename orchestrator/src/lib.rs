@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod experiment;
+pub mod graph;
 pub mod lab;
 pub mod layout;
 pub mod plan;

@@ -190,19 +190,20 @@ async fn measure(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
     }
     eprintln!("Converged after {converged_after:.1} s; h1 reaches h2.");
 
-    // A continuous ping from h1 to h2; replies are collected as they come.
+    // A continuous ping from h1 to h2, timestamped (-D) and reporting
+    // unanswered requests (-O); lines are parsed as they come.
     let interval = format!("{PING_INTERVAL}");
     let mut ping = client::spawn(
         client,
         lab,
         "h1",
-        &["ping", "-n", "-i", &interval, "-W", "1", TARGET],
+        &["ping", "-n", "-D", "-O", "-i", &interval, "-W", "1", TARGET],
     )
     .await?;
     let ping_start = now();
-    let replies: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let lines: Arc<Mutex<Vec<PingLine>>> = Arc::default();
     let collector = {
-        let replies = replies.clone();
+        let lines = lines.clone();
         let mut output = std::mem::replace(&mut ping.output, tokio::sync::mpsc::channel(1).1);
         tokio::spawn(async move {
             let mut pending = String::new();
@@ -210,14 +211,8 @@ async fn measure(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
                 pending.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(nl) = pending.find('\n') {
                     let line: String = pending.drain(..=nl).collect();
-                    if let Some(seq) = line
-                        .split("icmp_seq=")
-                        .nth(1)
-                        .and_then(|s| s.split_whitespace().next())
-                        .and_then(|s| s.parse().ok())
-                        .filter(|_| line.contains("bytes from"))
-                    {
-                        replies.lock().expect("replies").push(seq);
+                    if let Some(parsed) = PingLine::parse(&line) {
+                        lines.lock().expect("ping lines").push(parsed);
                     }
                 }
             }
@@ -261,14 +256,8 @@ async fn measure(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
     ping.signal(2).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), &mut ping.exit).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), collector).await;
-    let ping_end = now() - ping_start;
 
-    let answered: std::collections::BTreeSet<u32> =
-        replies.lock().expect("replies").iter().copied().collect();
-    let sent = (ping_end / PING_INTERVAL).floor() as u32;
-    let probes: Vec<(f64, bool)> = (1..=sent)
-        .map(|seq| ((seq - 1) as f64 * PING_INTERVAL, answered.contains(&seq)))
-        .collect();
+    let probes = probes(&lines.lock().expect("ping lines"), ping_start);
     for flap in &mut flaps {
         let end = flap.up_at + flap.restored_after.unwrap_or(0.0) + 2.0;
         let window: Vec<&(f64, bool)> = probes
@@ -290,6 +279,66 @@ async fn measure(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
         flaps,
         results_dir: dir,
     })
+}
+
+/// One line of `ping -D -O`: a reply or an unanswered request, with the
+/// Unix time ping printed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PingLine {
+    seq: u32,
+    at: f64,
+    /// Round-trip time in seconds for a reply; None for "no answer yet".
+    rtt: Option<f64>,
+}
+
+impl PingLine {
+    fn parse(line: &str) -> Option<PingLine> {
+        let at: f64 = line.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+        let seq = line
+            .split("icmp_seq=")
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        if line.contains("bytes from") {
+            let ms: f64 = line
+                .split("time=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(PingLine {
+                seq,
+                at,
+                rtt: Some(ms / 1000.0),
+            })
+        } else if line.contains("no answer yet") {
+            Some(PingLine { seq, at, rtt: None })
+        } else {
+            None
+        }
+    }
+}
+
+/// Every request ping sent, with when it was sent (seconds after
+/// `start`) and whether it was answered. A reply dates its request
+/// exactly (time minus RTT); "no answer yet" is printed when the next
+/// request goes out, one interval later.
+fn probes(lines: &[PingLine], start: f64) -> Vec<(f64, bool)> {
+    let mut sent: std::collections::BTreeMap<u32, (f64, bool)> = std::collections::BTreeMap::new();
+    for line in lines {
+        let (at, answered) = match line.rtt {
+            Some(rtt) => (line.at - rtt, true),
+            None => (line.at - PING_INTERVAL, false),
+        };
+        let entry = sent.entry(line.seq).or_insert((at - start, answered));
+        if answered {
+            *entry = (at - start, true);
+        }
+    }
+    sent.into_values().collect()
 }
 
 fn seconds(t: Option<f64>) -> String {
@@ -418,4 +467,28 @@ pub fn print(outcome: &Outcome) {
     println!();
     print!("{}", summary_text(outcome.converged_after, &outcome.flaps));
     println!("Results: {}", outcome.results_dir.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ping_lines_and_dates_requests() {
+        let reply = PingLine::parse(
+            "[1795598505.751877] 64 bytes from 192.168.3.10: icmp_seq=12 ttl=62 time=1.07 ms\n",
+        )
+        .unwrap();
+        assert_eq!(reply.seq, 12);
+        assert!((reply.rtt.unwrap() - 0.00107).abs() < 1e-9);
+        let lost = PingLine::parse("[1795598506.5] no answer yet for icmp_seq=13\n").unwrap();
+        assert_eq!((lost.seq, lost.rtt), (13, None));
+        assert!(
+            PingLine::parse("PING 192.168.3.10 (192.168.3.10) 56(84) bytes of data.").is_none()
+        );
+        let probes = probes(&[reply, lost], 1795598500.0);
+        assert_eq!(probes.len(), 2);
+        assert!(probes[0].1 && !probes[1].1);
+        assert!((probes[1].0 - 6.4).abs() < 1e-6);
+    }
 }
