@@ -1,0 +1,184 @@
+//! Rings of in-process peers on 127.0.0.1: convergence, lookups against the
+//! true owners, and recovery from failed peers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use vbet_chord::client::{Client, check_ring};
+use vbet_chord::commands::random_keys;
+use vbet_chord::id::{Id, M, finger_start};
+use vbet_chord::rpc::RpcConfig;
+use vbet_chord::{PeerConfig, PeerHandle, start};
+
+const RPC: RpcConfig = RpcConfig {
+    timeout: Duration::from_millis(100),
+    retries: 1,
+};
+
+fn config(join: Option<SocketAddr>) -> PeerConfig {
+    PeerConfig {
+        join,
+        stabilize: Duration::from_millis(40),
+        rpc: RPC,
+        ..PeerConfig::new("127.0.0.1:0".parse().unwrap())
+    }
+}
+
+/// The true owner of `key` among `ids`: the first id at or after it.
+fn owner_of(ids: &[Id], key: Id) -> Id {
+    *ids.iter()
+        .min_by_key(|id| key.distance_to(**id))
+        .expect("no peers")
+}
+
+fn fingers_correct(peers: &[PeerHandle], ids: &[Id]) -> bool {
+    peers.iter().all(|p| {
+        let s = p.status();
+        (0..M).all(|i| {
+            let want = owner_of(ids, finger_start(s.me.id, i));
+            match s.fingers[i] {
+                Some(n) => n.id == want,
+                None => want == s.me.id,
+            }
+        })
+    })
+}
+
+async fn wait_for<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut ok: F) {
+    let started = Instant::now();
+    while !ok().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("{what}: {:?}", started.elapsed());
+}
+
+async fn ring_ok(client: &Client, via: SocketAddr, n: usize) -> bool {
+    match client.walk(via, n * 2).await {
+        Ok(ring) => check_ring(&ring, n).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Looks up `keys` through the peers in turn; returns the mean hops if every
+/// owner is the true one.
+async fn lookups(client: &Client, peers: &[PeerHandle], keys: &[Id]) -> Option<f64> {
+    let mut ids: Vec<Id> = peers.iter().map(|p| p.node().id).collect();
+    ids.sort();
+    let mut hops = 0u64;
+    for (i, &key) in keys.iter().enumerate() {
+        let via = peers[i % peers.len()].node().addr;
+        let found = client.lookup(via, key).await.ok()?;
+        if found.owner.id != owner_of(&ids, key) {
+            return None;
+        }
+        hops += u64::from(found.hops);
+    }
+    Some(hops as f64 / keys.len() as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_peers_converge_route_and_survive_four_failures() {
+    let started = Instant::now();
+    let mut peers = vec![start(config(None)).await.unwrap()];
+    for i in 1..16 {
+        // Join through assorted earlier peers.
+        let via = peers[(i * 7) % peers.len()].node().addr;
+        peers.push(start(config(Some(via))).await.unwrap());
+    }
+    let client = Client::new(peers[0].node().addr, RPC).await.unwrap();
+    let via = peers[0].node().addr;
+    wait_for(
+        "16-peer ring consistent",
+        Duration::from_secs(10),
+        async || ring_ok(&client, via, 16).await,
+    )
+    .await;
+    let ids: Vec<Id> = peers.iter().map(|p| p.node().id).collect();
+    wait_for("fingers correct", Duration::from_secs(10), async || {
+        fingers_correct(&peers, &ids)
+    })
+    .await;
+
+    let lookup_client = Client::new(
+        via,
+        RpcConfig {
+            timeout: Duration::from_secs(2),
+            retries: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let keys = random_keys(200, 42);
+    let mean = lookups(&lookup_client, &peers, &keys)
+        .await
+        .expect("a lookup failed or found the wrong owner");
+    eprintln!("16 peers: mean hops {mean:.2} (log2 N = 4)");
+    assert!(mean <= 4.0, "mean hops {mean} > log2 16");
+
+    // Four peers fail, two of them neighbours on the ring.
+    let mut by_id: Vec<usize> = (0..peers.len()).collect();
+    by_id.sort_by_key(|&i| peers[i].node().id);
+    let mut doomed = vec![by_id[3], by_id[4], by_id[9], by_id[13]];
+    doomed.sort_unstable_by(|a, b| b.cmp(a));
+    for i in doomed {
+        drop(peers.remove(i));
+    }
+    let via = peers[0].node().addr;
+    wait_for(
+        "12-peer ring consistent",
+        Duration::from_secs(10),
+        async || ring_ok(&client, via, 12).await,
+    )
+    .await;
+    let mut mean = None;
+    wait_for(
+        "200 lookups correct after failures",
+        Duration::from_secs(10),
+        async || {
+            mean = lookups(&lookup_client, &peers, &keys).await;
+            mean.is_some()
+        },
+    )
+    .await;
+    let mean = mean.unwrap();
+    eprintln!("12 peers after 4 failures: mean hops {mean:.2}");
+    assert!(mean <= 4.0, "mean hops {mean} after failures");
+    eprintln!("total {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_lone_peer_owns_every_key_and_a_second_closes_the_ring() {
+    let a = start(config(None)).await.unwrap();
+    let client = Client::new(a.node().addr, RPC).await.unwrap();
+    let found = client.lookup(a.node().addr, Id(12345)).await.unwrap();
+    assert_eq!((found.owner, found.hops), (a.node(), 0));
+    assert!(ring_ok(&client, a.node().addr, 1).await);
+
+    let b = start(config(Some(a.node().addr))).await.unwrap();
+    let via = b.node().addr;
+    wait_for(
+        "2-peer ring consistent",
+        Duration::from_secs(5),
+        async || ring_ok(&client, via, 2).await,
+    )
+    .await;
+    let (lo, hi) = if a.node().id < b.node().id {
+        (a.node(), b.node())
+    } else {
+        (b.node(), a.node())
+    };
+    let found = client.lookup(lo.addr, hi.id).await.unwrap();
+    assert_eq!(found.owner, hi);
+    let found = client.lookup(hi.addr, hi.id.plus(1)).await.unwrap();
+    assert_eq!(found.owner, lo);
+}
+
+#[tokio::test]
+async fn wildcard_bind_is_refused() {
+    let err = start(PeerConfig::new("0.0.0.0:0".parse().unwrap()))
+        .await
+        .err()
+        .expect("wildcard bind accepted");
+    assert!(err.to_string().contains("unspecified"), "{err}");
+}
