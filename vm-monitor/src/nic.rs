@@ -338,6 +338,7 @@ pub struct NicState {
     pub capture: CaptureTap,
     tap: Arc<AsyncFd<OwnedFd>>,
     fabric: Arc<Fabric>,
+    events: tokio::sync::broadcast::Sender<vbet_proto::vbet::vm::v1::Event>,
 }
 
 impl NicState {
@@ -371,6 +372,19 @@ impl NicState {
         })
     }
 
+    /// Tells the event stream that the link changed (a switch went away
+    /// or came back).
+    fn link_event(&self, state: LinkState) {
+        use vbet_proto::vbet::vm::v1 as pb;
+        let _ = self.events.send(pb::Event {
+            time_ms: crate::exec::now_ms(),
+            kind: Some(pb::event::Kind::LinkChanged(pb::LinkChanged {
+                nic: self.plan.index,
+                state: state.to_proto() as i32,
+            })),
+        });
+    }
+
     /// Whether the cable currently reaches its peer.
     pub fn attached(&self) -> bool {
         self.fabric.sock.lock().expect("not poisoned").is_some()
@@ -381,7 +395,10 @@ impl NicState {
 /// state. For `Wire`, binds the local datagram socket (removing a stale
 /// one); for `Switch`, plugs into the switch (and plugs in again whenever
 /// the switch goes away and comes back).
-pub async fn start(tap: Tap) -> Result<Arc<NicState>, NicError> {
+pub async fn start(
+    tap: Tap,
+    events: tokio::sync::broadcast::Sender<vbet_proto::vbet::vm::v1::Event>,
+) -> Result<Arc<NicState>, NicError> {
     let io = |what: String| move |source| NicError::Io { what, source };
     let name = tap.plan.name.clone();
     let fd = Arc::new(sys::async_fd(tap.fd).map_err(io(format!("registering {name}")))?);
@@ -424,6 +441,7 @@ pub async fn start(tap: Tap) -> Result<Arc<NicState>, NicError> {
         capture,
         tap: fd.clone(),
         fabric: fabric.clone(),
+        events,
     });
     match state.plan.wiring.clone() {
         Wiring::None => {}
@@ -464,9 +482,14 @@ async fn switch_port(
     mut attached: (Arc<UnixDatagram>, tokio::net::UnixStream),
 ) {
     let name = state.plan.name.clone();
+    let mut first = true;
     loop {
         let (data, mut ctl_stream) = attached;
         let _ = state.sync_carrier();
+        if !first {
+            state.link_event(state.port.state());
+        }
+        first = false;
         tracing::info!(nic = %name, switch = %ctl.display(), "plugged into the switch");
         let mut byte = [0u8; 1];
         tokio::select! {
@@ -477,6 +500,7 @@ async fn switch_port(
         }
         *state.fabric.sock.lock().expect("not poisoned") = None;
         let _ = state.sync_carrier();
+        state.link_event(LinkState::Down);
         tracing::warn!(nic = %name, switch = %ctl.display(), "the switch went away; reconnecting");
         // Plug in again, backing off up to a second between tries.
         let mut wait = Duration::from_millis(50);

@@ -446,7 +446,7 @@ pub async fn run(
         })??;
         let mut nics = Vec::new();
         for tap in taps {
-            nics.push(nic::start(tap).await?);
+            nics.push(nic::start(tap, events.clone()).await?);
         }
         match tokio::time::timeout(Duration::from_secs(60), setup_rx).await {
             Ok(Ok(Ok(()))) => {}

@@ -149,6 +149,11 @@ async fn two_vms_ping_over(kind: &str, restart: bool) {
     ping_until(&mut cb, "10.79.0.1", kind).await;
 
     if restart {
+        let mut events = ca
+            .events(vbet_proto::vbet::vm::v1::EventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         let _ = switch.child.kill();
         let _ = switch.child.wait();
         let _ = std::fs::remove_file(&switch.ctl);
@@ -178,6 +183,21 @@ async fn two_vms_ping_over(kind: &str, restart: bool) {
                 .await
                 .contains("NO-CARRIER")
         );
+        // The event stream told: down, then up.
+        use vbet_proto::vbet::port::v1::LinkState;
+        use vbet_proto::vbet::vm::v1::event::Kind;
+        let mut seen = Vec::new();
+        while let Ok(Ok(Some(e))) =
+            tokio::time::timeout(Duration::from_secs(5), events.message()).await
+        {
+            if let Some(Kind::LinkChanged(l)) = e.kind {
+                seen.push(l.state);
+                if l.state == LinkState::Up as i32 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, vec![LinkState::Down as i32, LinkState::Up as i32]);
     }
 
     drop((ca, cb));
