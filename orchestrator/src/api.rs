@@ -175,6 +175,23 @@ impl Service for OrchestratorService {
         Ok(Response::new(cable))
     }
 
+    type EventsStream = BoxStream<pb::LabEvent>;
+
+    async fn events(
+        &self,
+        request: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let lab = request.into_inner().lab;
+        if !lab.is_empty() {
+            self.inner.lab(&lab).await.map_err(status)?;
+        }
+        let rx = self
+            .inner
+            .events((!lab.is_empty()).then_some(lab.as_str()))
+            .await;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+
     type CaptureStream = BoxStream<port_pb::PcapChunk>;
 
     async fn capture(

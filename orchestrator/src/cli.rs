@@ -83,6 +83,14 @@ pub enum Command {
         #[arg(long, default_value = "dot")]
         format: String,
     },
+    /// Follow a lab's events (every lab's with --all) until interrupted.
+    Events {
+        /// The lab (may be omitted when there is only one).
+        lab: Option<String>,
+        /// Every lab.
+        #[arg(long)]
+        all: bool,
+    },
     /// Check a topology file and summarise it, without deploying.
     Check {
         /// The topology.
@@ -217,6 +225,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => bail!("unknown graph format {other:?}; use dot, svg or html"),
             };
             print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events { lab, all } => {
+            let lab = if all {
+                String::new()
+            } else {
+                pick_lab(&mut client, lab).await?
+            };
+            let mut stream = client.events(pb::EventsRequest { lab }).await?.into_inner();
+            while let Some(event) = stream.next().await {
+                let e = event?;
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"time_ms": e.time_ms, "lab": e.lab,
+                            "component": e.component, "kind": e.kind, "message": e.message})
+                    );
+                } else {
+                    let secs = e.time_ms / 1000;
+                    println!(
+                        "{:02}:{:02}:{:02}.{:03}  {}  {:<8} {:<10} {}",
+                        (secs / 3600) % 24,
+                        (secs / 60) % 60,
+                        secs % 60,
+                        e.time_ms % 1000,
+                        e.lab,
+                        e.kind,
+                        e.component,
+                        e.message
+                    );
+                }
+                let _ = std::io::stdout().flush();
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs { component } => {

@@ -93,6 +93,14 @@ pub struct Orchestrator {
     layout: Layout,
     bin_dir: PathBuf,
     labs: Mutex<BTreeMap<String, LabRecord>>,
+    events: tokio::sync::broadcast::Sender<pb::LabEvent>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 fn now_unix() -> u64 {
@@ -124,7 +132,75 @@ impl Orchestrator {
             layout,
             bin_dir,
             labs: Mutex::new(labs),
+            events: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Announces something that happened to a lab.
+    pub fn emit(&self, lab: &str, component: &str, kind: &str, message: &str) {
+        let _ = self.events.send(pb::LabEvent {
+            time_ms: now_ms(),
+            lab: lab.to_owned(),
+            component: component.to_owned(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    /// Events of lab `lab` (every lab when None): the orchestrator's own,
+    /// and those of every VM monitor of the lab as it is now.
+    pub async fn events(&self, lab: Option<&str>) -> mpsc::Receiver<pb::LabEvent> {
+        let (tx, rx) = mpsc::channel(256);
+        let mut own = self.events.subscribe();
+        let wanted = lab.map(str::to_owned);
+        {
+            let tx = tx.clone();
+            let wanted = wanted.clone();
+            tokio::spawn(async move {
+                loop {
+                    match own.recv().await {
+                        Ok(e) if wanted.as_ref().is_none_or(|w| *w == e.lab) => {
+                            if tx.send(e).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        let records: Vec<LabRecord> = self
+            .labs
+            .lock()
+            .await
+            .values()
+            .filter(|r| wanted.as_ref().is_none_or(|w| *w == r.name))
+            .cloned()
+            .collect();
+        for record in records {
+            for vm in record.vms {
+                let tx = tx.clone();
+                let lab = record.name.clone();
+                tokio::spawn(async move {
+                    let Ok(mut client) = vm_monitor::client::connect(&vm.api).await else {
+                        return;
+                    };
+                    let Ok(stream) = client.events(vm_pb::EventsRequest {}).await else {
+                        return;
+                    };
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(event)) = stream.message().await {
+                        if let Some(e) = vm_event(&lab, &vm.name, event)
+                            && tx.send(e).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        rx
     }
 
     /// The file layout.
@@ -196,6 +272,7 @@ impl Orchestrator {
                     &format!("lab {name} is up"),
                 )
                 .await;
+                self.emit(&name, "", "lab", "up");
                 Ok(record)
             }
             Err(e) => {
@@ -207,6 +284,7 @@ impl Orchestrator {
                     &format!("rolling back: {e}"),
                 )
                 .await;
+                self.emit(&name, "", "lab", &format!("failed and rolled back: {e}"));
                 let _ = self.tear_down(&record, progress).await;
                 self.labs.lock().await.remove(&name);
                 Err(e)
@@ -460,6 +538,7 @@ impl Orchestrator {
             &format!("lab {name} removed"),
         )
         .await;
+        self.emit(name, "", "lab", "removed");
         result
     }
 
@@ -567,6 +646,26 @@ impl Orchestrator {
         self.apply_to_cable(&mut record, index, state, impairment)
             .await?;
         let message = cable_message(&record.cables[index]);
+        if let Some(state) = state {
+            let word = match state {
+                port_pb::LinkState::Down => "down (unplugged)",
+                port_pb::LinkState::Blackhole => "black hole",
+                _ => "up",
+            };
+            self.emit(lab, &message.label, "link", word);
+        }
+        if let Some(i) = impairment {
+            let text = format!(
+                "impaired: delay {} us, jitter {} us, loss {}%, duplicate {}%, corrupt {}%, rate {} bit/s",
+                i.delay_us,
+                i.jitter_us,
+                i.loss_percent,
+                i.duplicate_percent,
+                i.corrupt_percent,
+                i.rate_bps
+            );
+            self.emit(lab, &message.label, "link", &text);
+        }
         self.store(&record).await;
         Ok(message)
     }
@@ -997,4 +1096,42 @@ mod tests {
             "paper-4-1-ospf"
         );
     }
+}
+
+/// A VM monitor's event as a lab event.
+fn vm_event(lab: &str, node: &str, event: vm_pb::Event) -> Option<pb::LabEvent> {
+    let (kind, message) = match event.kind? {
+        vm_pb::event::Kind::State(state) => {
+            let state = vm_pb::VmState::try_from(state).unwrap_or(vm_pb::VmState::Unspecified);
+            ("node", format!("{state:?}").to_lowercase())
+        }
+        vm_pb::event::Kind::ProcessExited(p) => {
+            let status = p.status.unwrap_or_default();
+            let how = if status.signal != 0 {
+                format!("killed by signal {}", status.signal)
+            } else {
+                format!("exited with code {}", status.code)
+            };
+            let what = if p.crashed { "crashed" } else { "ended" };
+            (
+                "process",
+                format!("{} (pid {}) {what}: {how}", p.command, p.pid),
+            )
+        }
+        vm_pb::event::Kind::LinkChanged(l) => {
+            let state =
+                port_pb::LinkState::try_from(l.state).unwrap_or(port_pb::LinkState::Unspecified);
+            (
+                "link",
+                format!("eth{} {}", l.nic, format!("{state:?}").to_lowercase()),
+            )
+        }
+    };
+    Some(pb::LabEvent {
+        time_ms: event.time_ms,
+        lab: lab.to_owned(),
+        component: node.to_owned(),
+        kind: kind.to_owned(),
+        message,
+    })
 }
