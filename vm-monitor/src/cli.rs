@@ -61,10 +61,10 @@ pub struct RunArgs {
     #[arg(long, env = "VBET_VM_SPEC")]
     pub spec: Option<PathBuf>,
     /// VM name.
-    #[arg(long, env = "VBET_VM_NAME")]
+    #[arg(long)]
     pub name: Option<String>,
     /// Lab name.
-    #[arg(long, env = "VBET_LAB")]
+    #[arg(long)]
     pub lab: Option<String>,
     /// Image: "host" or a root directory.
     #[arg(long)]
@@ -82,7 +82,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub pids: Option<u64>,
     /// Run directory for the sockets.
-    #[arg(long, env = "VBET_RUN_DIR")]
+    #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Command line started once the VM is up (repeatable).
     #[arg(long = "cmd")]
