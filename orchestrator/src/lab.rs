@@ -1030,6 +1030,44 @@ async fn wait_ready(api: &Path, check: &Readiness) -> Result<(), String> {
     }
 }
 
+/// A VM monitor's event as a lab event.
+fn vm_event(lab: &str, node: &str, event: vm_pb::Event) -> Option<pb::LabEvent> {
+    let (kind, message) = match event.kind? {
+        vm_pb::event::Kind::State(state) => {
+            let state = vm_pb::VmState::try_from(state).unwrap_or(vm_pb::VmState::Unspecified);
+            ("node", format!("{state:?}").to_lowercase())
+        }
+        vm_pb::event::Kind::ProcessExited(p) => {
+            let status = p.status.unwrap_or_default();
+            let how = if status.signal != 0 {
+                format!("killed by signal {}", status.signal)
+            } else {
+                format!("exited with code {}", status.code)
+            };
+            let what = if p.crashed { "crashed" } else { "ended" };
+            (
+                "process",
+                format!("{} (pid {}) {what}: {how}", p.command, p.pid),
+            )
+        }
+        vm_pb::event::Kind::LinkChanged(l) => {
+            let state =
+                port_pb::LinkState::try_from(l.state).unwrap_or(port_pb::LinkState::Unspecified);
+            (
+                "link",
+                format!("eth{} {}", l.nic, format!("{state:?}").to_lowercase()),
+            )
+        }
+    };
+    Some(pb::LabEvent {
+        time_ms: event.time_ms,
+        lab: lab.to_owned(),
+        component: node.to_owned(),
+        kind: kind.to_owned(),
+        message,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1096,42 +1134,4 @@ mod tests {
             "paper-4-1-ospf"
         );
     }
-}
-
-/// A VM monitor's event as a lab event.
-fn vm_event(lab: &str, node: &str, event: vm_pb::Event) -> Option<pb::LabEvent> {
-    let (kind, message) = match event.kind? {
-        vm_pb::event::Kind::State(state) => {
-            let state = vm_pb::VmState::try_from(state).unwrap_or(vm_pb::VmState::Unspecified);
-            ("node", format!("{state:?}").to_lowercase())
-        }
-        vm_pb::event::Kind::ProcessExited(p) => {
-            let status = p.status.unwrap_or_default();
-            let how = if status.signal != 0 {
-                format!("killed by signal {}", status.signal)
-            } else {
-                format!("exited with code {}", status.code)
-            };
-            let what = if p.crashed { "crashed" } else { "ended" };
-            (
-                "process",
-                format!("{} (pid {}) {what}: {how}", p.command, p.pid),
-            )
-        }
-        vm_pb::event::Kind::LinkChanged(l) => {
-            let state =
-                port_pb::LinkState::try_from(l.state).unwrap_or(port_pb::LinkState::Unspecified);
-            (
-                "link",
-                format!("eth{} {}", l.nic, format!("{state:?}").to_lowercase()),
-            )
-        }
-    };
-    Some(pb::LabEvent {
-        time_ms: event.time_ms,
-        lab: lab.to_owned(),
-        component: node.to_owned(),
-        kind: kind.to_owned(),
-        message,
-    })
 }
