@@ -65,6 +65,14 @@ pub enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// An interactive shell (a pty) in a node.
+    Shell {
+        /// LAB/NODE, or NODE when there is only one lab.
+        node: String,
+        /// The program to run instead of /bin/bash (or /bin/sh).
+        #[arg(last = true)]
+        argv: Vec<String>,
+    },
     /// Change a cable: up, down, blackhole, impair or flap.
     Link(LinkArgs),
     /// Stream a NIC's frames as pcap (to stdout unless -w).
@@ -166,7 +174,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A read of stdin may still block a worker thread: don't wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -203,6 +214,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec { node, argv } => {
             let (lab, node) = split_target(&mut client, &node).await?;
             exec(&mut client, &lab, &node, argv).await
+        }
+        Command::Shell { node, argv } => {
+            let (lab, node) = split_target(&mut client, &node).await?;
+            crate::shell::run(&mut client, &lab, &node, argv).await
         }
         Command::Link(args) => {
             let lab = pick_lab(&mut client, args.lab.clone()).await?;

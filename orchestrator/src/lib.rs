@@ -19,5 +19,6 @@ pub mod lab;
 pub mod layout;
 pub mod plan;
 pub mod process;
+pub mod shell;
 pub mod state;
 pub mod table;

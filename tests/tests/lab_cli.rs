@@ -311,3 +311,43 @@ fn two_labs_side_by_side_and_a_restarted_orchestrator_adopts_them() {
         host.lab_processes()
     );
 }
+
+#[test]
+fn vbet_shell_is_an_interactive_terminal_in_the_node() {
+    if !require(&["script"]) {
+        return;
+    }
+    let host = LabHost::start();
+    let lab = unique_name("sh");
+    let file = examples().join("paper-2.2-switch.vbet");
+    host.vbet_ok(&["up", file.to_str().unwrap(), "--name", &lab]);
+    // `script` gives vbet a terminal; the typed lines wait in the pty.
+    let command = format!("{} shell {lab}/host2", vbet_tests::bin("vbet").display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("VBET_RUN_ROOT", &host.run_root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tty; hostname\rexit 5\r")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/"),
+        "no terminal in the node: {text}"
+    );
+    assert!(text.contains("host2"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "exit code not passed through: {text}"
+    );
+    host.vbet_ok(&["down", &lab]);
+}
