@@ -175,10 +175,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("the VM failed")
     })?;
     drop(rt);
-    if ended == crate::vm::Ended::GuestExited && restart != RestartPolicy::Never {
+    use crate::vm::Ended;
+    let again = match ended {
+        Ended::Rebooted => true,
+        Ended::GuestExited => restart != RestartPolicy::Never,
+        Ended::Stopped | Ended::PoweredOff => false,
+    };
+    if again {
         // Boot again from a clean process image: the boot must run before
         // any thread exists, and exec ends every thread. The PID stays.
-        tracing::warn!("the guest stopped by itself; restarting ({restart:?})");
+        tracing::warn!("booting the VM again ({ended:?}, restart {restart:?})");
         use std::os::unix::process::CommandExt;
         let err = std::process::Command::new("/proc/self/exe")
             .args(std::env::args_os().skip(1))

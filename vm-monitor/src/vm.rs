@@ -387,6 +387,10 @@ impl Vm {
 pub enum Ended {
     /// Stopped on request (SIGTERM, Shutdown).
     Stopped,
+    /// The guest powered off or halted (`reboot(2)`: the power button).
+    PoweredOff,
+    /// The guest rebooted (`reboot(2)` restart).
+    Rebooted,
     /// The guest init ended by itself (killed, crashed).
     GuestExited,
 }
@@ -430,6 +434,7 @@ pub async fn run(
         spec: spec.clone(),
         cgroup: cgroup.clone(),
         init_pid,
+        reaped: false,
     };
     let booting = async {
         let netns = File::open(format!("/proc/{init_pid}/ns/net"))
@@ -519,10 +524,34 @@ pub async fn run(
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-    } else {
-        tracing::warn!(vm = %spec.name, "the guest init exited");
     }
     let _ = init_exit.readable().await;
+    // The init's status tells a power button from a crash: the kernel ends
+    // a PID namespace whose process called reboot(2) as if by SIGHUP
+    // (restart) or SIGINT (halt, power off).
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init_pid), None);
+    cleanup.reaped = true;
+    let ended = match (grace, status) {
+        (Some(_), _) => Ended::Stopped,
+        (
+            None,
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGHUP, _)),
+        ) => {
+            tracing::info!(vm = %spec.name, "the guest rebooted");
+            Ended::Rebooted
+        }
+        (
+            None,
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGINT, _)),
+        ) => {
+            tracing::info!(vm = %spec.name, "the guest powered off");
+            Ended::PoweredOff
+        }
+        (None, other) => {
+            tracing::warn!(vm = %spec.name, "the guest init ended: {other:?}");
+            Ended::GuestExited
+        }
+    };
     vm.set_state(pb::VmState::Stopped);
     let _ = server_stop_tx.send(());
     // Clients get a moment to see the end; a stuck one does not hold the
@@ -537,28 +566,29 @@ pub async fn run(
     let errors = cleanup.kill_and_remove().await;
     drop(vm.lock.lock().expect("not poisoned").take());
     finish(reaper, errors)?;
-    Ok(if grace.is_some() {
-        Ended::Stopped
-    } else {
-        Ended::GuestExited
-    })
+    Ok(ended)
 }
 
 struct Cleanup {
     spec: VmSpec,
     cgroup: Cgroup,
     init_pid: libc::pid_t,
+    /// The init was waited for: its PID may belong to another process now.
+    reaped: bool,
 }
 
 impl Cleanup {
     /// Kills the guest (if alive), then removes everything on the host;
     /// keeps going past failures and returns them all.
     async fn kill_and_remove(&mut self) -> Vec<String> {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.init_pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.init_pid), None);
+        if !self.reaped {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.init_pid), None);
+            self.reaped = true;
+        }
         let cgroup = self.cgroup.clone();
         let mut errors: Vec<String> =
             tokio::task::spawn_blocking(move || cgroup.remove(Duration::from_secs(5)))

@@ -256,3 +256,51 @@ async fn ready_is_notified_to_systemd() {
     assert!(exit.success());
     assert_no_leftovers(&s, &path);
 }
+
+#[tokio::test]
+async fn reboot_and_poweroff_in_the_guest_are_its_power_button() {
+    if !can_run() {
+        return;
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        skip("needs busybox for reboot -f and poweroff -f");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("power");
+    // restart = never: a reboot boots again all the same.
+    let (mut vm, mut client) = TestVm::start(spec("life", &name, dir.path()), dir.path()).await;
+    let before = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // The Exec itself ends with the VM.
+    let _ = vm_monitor::client::exec(&mut client, &["/bin/busybox", "reboot", "-f"], b"").await;
+    drop(client);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut client = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the VM did not reboot"
+        );
+        if let Ok(mut c) = vm_monitor::client::connect(&vm.spec.api_socket()).await {
+            if let Ok(s) = c.status(pb::StatusRequest {}).await {
+                let s = s.into_inner();
+                if s.init_pid != before.init_pid && s.state == pb::VmState::Running as i32 {
+                    break c;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Power off: the monitor ends, cleanly.
+    let _ = vm_monitor::client::exec(&mut client, &["/bin/busybox", "poweroff", "-f"], b"").await;
+    drop(client);
+    let mut child = vm.child.take().unwrap();
+    let status = poll("monitor exit", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    assert_no_leftovers(&vm.spec, &vm.spec_path);
+}
