@@ -20,6 +20,8 @@ use crate::wire::{self, Body, MAX_MESSAGE, Message, Node, Request, Response, Sta
 
 /// The most peers one lookup may contact before it is abandoned.
 pub const MAX_HOPS: u16 = 64;
+/// The most predecessors of the successor one stabilize step follows.
+pub const MAX_CHASE: usize = 16;
 /// The largest successor list a peer keeps (a status must fit a datagram).
 pub const MAX_SUCCESSORS: usize = 16;
 
@@ -236,7 +238,11 @@ impl Peer {
                 if table.notified(n) {
                     tracing::debug!(pred = %n.addr, "new predecessor");
                 }
-                Response::Ack
+                Response::Neighbors {
+                    me: self.me,
+                    pred: table.pred(),
+                    succs: table.successors().to_vec(),
+                }
             }
             Request::FindStep(key) => match table.step(key) {
                 Step::Owner(n) => Response::Owner(n),
@@ -314,34 +320,12 @@ impl Peer {
                 let pred = self.table().pred();
                 if let Some(p) = pred {
                     self.table().set_successors(p, &[]);
-                    self.notify(p).await;
+                    let _ = self.notify(p).await;
                 }
                 return;
             }
             match self.neighbors(succ.addr).await {
-                Ok((s, x, list)) => {
-                    let (mut first, mut rest) = (s, list);
-                    if let Some(x) = x
-                        && x.addr != self.me.addr
-                        && x.id.in_open(self.me.id, s.id)
-                    {
-                        match self.neighbors(x.addr).await {
-                            Ok((x, _, xlist)) => (first, rest) = (x, xlist),
-                            Err(e) => tracing::debug!(error = %e, "closer successor candidate"),
-                        }
-                    }
-                    let changed = {
-                        let mut table = self.table();
-                        let before = table.successor();
-                        table.set_successors(first, &rest);
-                        before != first
-                    };
-                    if changed {
-                        tracing::debug!(successor = %first.addr, "new successor");
-                    }
-                    self.notify(first).await;
-                    return;
-                }
+                Ok((s, x, list)) => return self.settle(s, list, x).await,
                 Err(e) if e.is_unreachable() => {
                     tracing::info!(dead = %succ.addr, "successor does not answer; dropping it");
                     self.table().forget(succ.addr);
@@ -350,6 +334,50 @@ impl Peer {
                     tracing::warn!(error = %e, "stabilize");
                     return;
                 }
+            }
+        }
+    }
+
+    /// The rest of `stabilize`, given the successor `first`, its successor
+    /// list and its predecessor: while that predecessor falls between us and
+    /// `first`, it is the better successor — move to it and look again;
+    /// then adopt `first` and notify it. A notify answer naming a
+    /// predecessor between us and `first` sends us on backwards. Following
+    /// these chains (up to [`MAX_CHASE`] steps a tick) lets a peer that
+    /// joined among many others find its place in one tick, where Chord's
+    /// single step per tick would take one tick per peer in the way.
+    async fn settle(&self, mut first: Node, mut rest: Vec<Node>, mut between: Option<Node>) {
+        let me = self.me;
+        let is_between =
+            |x: &Node, first: &Node| x.addr != me.addr && x.id.in_open(me.id, first.id);
+        let mut steps = 0;
+        loop {
+            if let Some(x) = between.filter(|x| is_between(x, &first))
+                && steps < MAX_CHASE
+            {
+                steps += 1;
+                match self.neighbors(x.addr).await {
+                    Ok((x, xpred, xlist)) => {
+                        (first, rest, between) = (x, xlist, xpred);
+                        continue;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "closer successor candidate"),
+                }
+            }
+            let changed = {
+                let mut table = self.table();
+                let before = table.successor();
+                table.set_successors(first, &rest);
+                before != first
+            };
+            if changed {
+                tracing::debug!(successor = %first.addr, "new successor");
+            }
+            match self.notify(first).await {
+                Some(pred) if steps < MAX_CHASE && pred.is_some_and(|p| is_between(&p, &first)) => {
+                    between = pred;
+                }
+                _ => return,
             }
         }
     }
@@ -366,11 +394,21 @@ impl Peer {
         }
     }
 
-    async fn notify(&self, to: Node) {
-        if let Err(e) = self.rpc.call(to.addr, Request::Notify(self.me)).await {
-            tracing::debug!(error = %e, "notify");
-            if e.is_unreachable() {
-                self.table().forget(to.addr);
+    /// Notifies `to` that we might be its predecessor; returns its
+    /// predecessor after the notify, or `None` if it did not answer.
+    async fn notify(&self, to: Node) -> Option<Option<Node>> {
+        match self.rpc.call(to.addr, Request::Notify(self.me)).await {
+            Ok(Response::Neighbors { pred, .. }) => Some(pred),
+            Ok(other) => {
+                tracing::debug!(got = response_name(&other), "odd answer to notify");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "notify");
+                if e.is_unreachable() {
+                    self.table().forget(to.addr);
+                }
+                None
             }
         }
     }

@@ -227,7 +227,6 @@ pub fn response_name(response: &Response) -> &'static str {
     match response {
         Response::Pong(_) => "pong",
         Response::Neighbors { .. } => "neighbors",
-        Response::Ack => "ack",
         Response::Owner(_) => "owner",
         Response::Next(_) => "next",
         Response::Found { .. } => "found",

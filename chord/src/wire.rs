@@ -48,7 +48,9 @@ pub enum Request {
     Ping,
     /// Your predecessor and successor list? Answered by [`Response::Neighbors`].
     GetNeighbors,
-    /// "I might be your predecessor." Answered by [`Response::Ack`].
+    /// "I might be your predecessor." Answered by [`Response::Neighbors`]
+    /// as they are after the notify, so that a notifier that is not taken
+    /// as predecessor learns who is.
     Notify(Node),
     /// One step of an iterative lookup of a key: answered by
     /// [`Response::Owner`] when the answering peer knows the key's owner,
@@ -88,8 +90,6 @@ pub enum Response {
         /// Its successor list, nearest first.
         succs: Vec<Node>,
     },
-    /// Done.
-    Ack,
     /// The key's owner (its successor on the ring).
     Owner(Node),
     /// Ask one of these instead: peers preceding the key, the closest first.
@@ -177,7 +177,8 @@ mod kind {
     pub const GET_STATUS: u8 = 0x06;
     pub const PONG: u8 = 0x81;
     pub const NEIGHBORS: u8 = 0x82;
-    pub const ACK: u8 = 0x83;
+    // 0x83 is reserved (an acknowledgement, unused since notify answers
+    // with neighbours).
     pub const OWNER: u8 = 0x84;
     pub const NEXT: u8 = 0x85;
     pub const FOUND: u8 = 0x86;
@@ -239,7 +240,6 @@ impl Message {
                     w.nodes(succs)?;
                     kind::NEIGHBORS
                 }
-                Response::Ack => kind::ACK,
                 Response::Owner(n) => {
                     w.node(n);
                     kind::OWNER
@@ -310,7 +310,6 @@ impl Message {
                 pred: r.opt_node()?,
                 succs: r.nodes()?,
             }),
-            kind::ACK => Body::Response(Response::Ack),
             kind::OWNER => Body::Response(Response::Owner(r.node()?)),
             kind::NEXT => Body::Response(Response::Next(r.nodes()?)),
             kind::FOUND => Body::Response(Response::Found {
@@ -530,7 +529,6 @@ mod tests {
                     succs: vec![],
                 },
             ),
-            Message::response(9, Response::Ack),
             Message::response(10, Response::Owner(b)),
             Message::response(11, Response::Next(vec![a, b, a])),
             Message::response(12, Response::Found { owner: a, hops: 3 }),
