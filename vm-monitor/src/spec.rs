@@ -462,6 +462,20 @@ impl VmSpec {
                 }
             }
         }
+        // sockaddr_un holds 108 bytes with the terminating NUL.
+        let mut sockets = vec![self.api_socket()];
+        for n in &self.nics {
+            if let Wiring::Wire { local, remote } = &n.wiring {
+                sockets.push(local.clone());
+                sockets.push(remote.clone());
+            }
+        }
+        if let Some(long) = sockets.iter().find(|p| p.as_os_str().len() > 107) {
+            return Err(SpecError::Invalid(format!(
+                "socket path {} is longer than 107 bytes: use a shorter run_dir or wire path",
+                long.display()
+            )));
+        }
         let r = &self.resources;
         if let Some(ByteSize(m)) = r.memory {
             if m < MIN_MEMORY {
@@ -649,6 +663,14 @@ mod tests {
         });
         assert!(spec.validate().is_err());
         spec.nics[0].addresses = vec![];
+        let mut long = VmSpec::named("x");
+        long.run_dir = Some(PathBuf::from(format!("/tmp/{}", "d".repeat(110))));
+        assert!(
+            long.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 107")
+        );
         spec.nics[0].wiring = Wiring::Switch {
             ctl: "/nonexistent/ctl".into(),
         };
