@@ -37,7 +37,7 @@ pub fn lookup_line(key: Id, result: &Result<Found, String>, json: bool) -> Strin
             "owner": f.owner.addr.to_string(),
             "owner_id": f.owner.id.to_string(),
             "hops": f.hops,
-            "ms": f.elapsed.as_secs_f64() * 1e3,
+            "ms": (f.elapsed.as_secs_f64() * 1e6).round() / 1e3,
         })
         .to_string(),
         (Err(e), false) => format!("key={key} error={e:?}"),
@@ -200,6 +200,7 @@ mod tests {
             serde_json::from_str(&lookup_line(Id(0x1f), &Ok(f), true)).unwrap();
         assert_eq!(v["owner"], "10.43.0.2:4000");
         assert_eq!(v["hops"], 2);
+        assert_eq!(v["ms"], 1.5);
         assert_eq!(
             lookup_line(Id(1), &Err("no answer".into()), false),
             "key=00000001 error=\"no answer\""
