@@ -140,6 +140,12 @@ fn try_lock(path: &std::path::Path) -> Result<Option<Flock<File>>, VmError> {
 /// thread exists (no async runtime yet).
 pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
     spec.validate()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(VmError::Io {
+            what: "vm-monitor needs root (namespaces, cgroups, TAP devices)".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+    }
     let lower = spec.image_dir()?;
     let clash = || VmError::NameClash {
         name: spec.name.clone(),
