@@ -77,8 +77,23 @@ async fn lookups(client: &Client, peers: &[PeerHandle], keys: &[Id]) -> Option<f
     Some(hops as f64 / keys.len() as f64)
 }
 
+/// Starts a peer on the address of one just stopped, waiting for the port.
+async fn restart(config: PeerConfig) -> PeerHandle {
+    let started = Instant::now();
+    loop {
+        match start(config.clone()).await {
+            Ok(peer) => return peer,
+            Err(e) if started.elapsed() < Duration::from_secs(3) => {
+                eprintln!("restart on {}: {e}; retrying", config.bind);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot restart a peer on {}: {e}", config.bind),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixteen_peers_converge_route_and_survive_four_failures() {
+async fn sixteen_peers_converge_route_survive_four_failures_and_take_two_back() {
     let started = Instant::now();
     let mut peers = vec![start(config(None)).await.unwrap()];
     for i in 1..16 {
@@ -127,8 +142,11 @@ async fn sixteen_peers_converge_route_and_survive_four_failures() {
     by_id.sort_by_key(|&i| peers[i].node().id);
     let mut doomed = vec![by_id[3], by_id[4], by_id[9], by_id[13]];
     doomed.sort_unstable_by(|a, b| b.cmp(a));
+    let mut dead = Vec::new();
     for i in doomed {
-        drop(peers.remove(i));
+        let peer = peers.remove(i);
+        dead.push(peer.node().addr);
+        peer.shutdown().await;
     }
     let via = peers[0].node().addr;
     wait_for(
@@ -150,6 +168,30 @@ async fn sixteen_peers_converge_route_and_survive_four_failures() {
     let mean = mean.unwrap();
     eprintln!("12 peers after 4 failures: mean hops {mean:.2}");
     assert!(mean <= 4.0, "mean hops {mean} after failures");
+
+    // Two of them come back on their old addresses (so with their old ids).
+    for &addr in &dead[..2] {
+        let join = Some(peers[5].node().addr);
+        peers.push(
+            restart(PeerConfig {
+                bind: addr,
+                ..config(join)
+            })
+            .await,
+        );
+    }
+    wait_for(
+        "14-peer ring consistent",
+        Duration::from_secs(10),
+        async || ring_ok(&client, via, 14).await,
+    )
+    .await;
+    wait_for(
+        "200 lookups correct after restarts",
+        Duration::from_secs(10),
+        async || lookups(&lookup_client, &peers, &keys).await.is_some(),
+    )
+    .await;
     eprintln!("total {:?}", started.elapsed());
 }
 
