@@ -187,6 +187,17 @@ fn prepare(setup: &GuestSetup) -> Result<(), String> {
     }
     nix::unistd::sethostname(&setup.hostname).map_err(|e| format!("sethostname: {e}"))?;
     crate::rootfs::apply(&setup.steps).map_err(|e| chain(&e))?;
+    // The monitor's stdio (a terminal, the journal) is not the guest's
+    // business: the init reports through its channel only.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("opening /dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(&null)
+        .and_then(|()| nix::unistd::dup2_stdout(&null))
+        .and_then(|()| nix::unistd::dup2_stderr(&null))
+        .map_err(|e| format!("stdio to /dev/null: {e}"))?;
     crate::seccomp::install_guest_policy().map_err(|e| chain(&e))?;
     crate::caps::drop_guest_caps().map_err(|e| chain(&e))?;
     Ok(())
