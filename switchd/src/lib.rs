@@ -37,7 +37,12 @@ pub fn main_for(mode: Forwarding) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread, as uml_switch and vde_switch: a frame is forwarded by
+    // the thread that read it, with no hand-off between workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
