@@ -68,7 +68,22 @@ impl Hierarchy {
 }
 
 /// v1 controllers a VM uses, by directory name.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
+
+/// The devices a guest may open (v1 devices controller; everything else is
+/// denied, so a device node found in an image or a share cannot reach the
+/// host's disks or memory). Each is what the VM's /dev holds.
+pub const ALLOWED_DEVICES: &[(&str, &str)] = &[
+    ("c 1:3 rwm", "/dev/null"),
+    ("c 1:5 rwm", "/dev/zero"),
+    ("c 1:7 rwm", "/dev/full"),
+    ("c 1:8 rwm", "/dev/random"),
+    ("c 1:9 rwm", "/dev/urandom"),
+    ("c 5:0 rwm", "/dev/tty"),
+    ("c 5:2 rwm", "/dev/ptmx"),
+    ("c 136:* rwm", "/dev/pts/*"),
+    ("c 10:200 rwm", "/dev/net/tun"),
+];
 
 /// The cgroup of one VM.
 #[derive(Debug, Clone)]
@@ -185,6 +200,15 @@ impl Cgroup {
         }
         if let Some(pids) = limits.pids {
             write(&self.dir_of("pids").join("pids.max"), &pids.to_string())?;
+        }
+        // v2 has no devices files (it takes a BPF program): there the
+        // missing CAP_MKNOD and the VM's own /dev are the barrier.
+        let devices = self.dir_of("devices");
+        if !v2 && devices.join("devices.deny").exists() {
+            write(&devices.join("devices.deny"), "a")?;
+            for (rule, _what) in ALLOWED_DEVICES {
+                write(&devices.join("devices.allow"), rule)?;
+            }
         }
         Ok(())
     }
@@ -368,7 +392,7 @@ mod tests {
         );
         let quota = root.path().join("cpu/vbet/lab.vm/cpu.cfs_quota_us");
         assert_eq!(std::fs::read_to_string(quota).unwrap(), "50000");
-        assert_eq!(cg.procs_files().len(), 5);
+        assert_eq!(cg.procs_files().len(), 6);
         assert_eq!(cg.usage().pids_limit, 50);
     }
 

@@ -46,6 +46,8 @@ pub enum Step {
         /// Read-only.
         readonly: bool,
     },
+    /// Remount a bind mount nosuid and nodev (keeping read-only if so).
+    Restrict(PathBuf),
     /// Create a directory and its parents.
     Mkdir(PathBuf),
     /// Create an empty file (a bind mount point), and its parents.
@@ -225,9 +227,11 @@ pub fn plan(spec: &VmSpec, lower: &Path) -> Vec<Step> {
         });
         steps.push(Step::Bind {
             src: share.src.clone(),
-            dst,
+            dst: dst.clone(),
             readonly: share.mode == ShareMode::Ro,
         });
+        // No setuid programs or device nodes from the host through a share.
+        steps.push(Step::Restrict(dst));
     }
     steps.push(Step::PivotRoot(root));
     steps.push(Step::WriteFile {
@@ -319,6 +323,21 @@ fn apply_one(step: &Step) -> std::io::Result<()> {
                 }
                 nix::mount::mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)?;
             }
+        }
+        Step::Restrict(dst) => {
+            use nix::sys::statvfs::FsFlags;
+            let st = nix::sys::statvfs::statvfs(dst)?;
+            let mut flags =
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            for (f, m) in [
+                (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+                (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            ] {
+                if st.flags().contains(f) {
+                    flags |= m;
+                }
+            }
+            nix::mount::mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)?;
         }
         Step::Mkdir(dir) => std::fs::create_dir_all(dir)?,
         Step::Touch(file) => {

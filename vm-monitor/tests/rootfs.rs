@@ -53,6 +53,46 @@ async fn hostfs_shares_and_a_persistent_layer() {
     assert_ne!(out.status.code, 0, "wrote to a read-only share");
     assert!(!ro.path().join("nope").exists());
 
+    // Shares bring no setuid programs or device nodes.
+    let mounts = sh(&mut client, "grep ' /mnt/rw ' /proc/self/mounts").await;
+    assert!(
+        mounts.contains("nosuid") && mounts.contains("nodev"),
+        "{mounts}"
+    );
+
+    // Device nodes in the VM's root: only the VM's own devices open (the
+    // devices cgroup), whatever nodes an image holds.
+    let upper = layer.path().join("upper/root");
+    std::fs::create_dir_all(&upper).unwrap();
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    mknod(
+        &upper.join("null-node"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    mknod(
+        &upper.join("kmsg-node"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 11),
+    )
+    .unwrap();
+    if Path::new("/sys/fs/cgroup/devices").is_dir() {
+        sh(&mut client, "echo x > /root/null-node").await;
+        let out = exec(&mut client, &["head", "-c", "1", "/root/kmsg-node"]).await;
+        assert_ne!(
+            out.status.code, 0,
+            "the VM opened a device it was not given"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not permitted"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     // What the VM writes elsewhere lands in its layer, not on the host.
     sh(&mut client, "echo kept > /root/state").await;
     assert!(

@@ -204,7 +204,9 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
 pub fn cgroup_dirs(spec: &VmSpec) -> Vec<PathBuf> {
     let name = spec.cgroup_name();
     let mut dirs = vec![Path::new("/sys/fs/cgroup/vbet").join(&name)];
-    for c in ["memory", "cpu", "cpuacct", "pids", "freezer", "unified"] {
+    for c in [
+        "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "unified",
+    ] {
         dirs.push(Path::new("/sys/fs/cgroup").join(c).join("vbet").join(&name));
     }
     dirs
