@@ -149,7 +149,21 @@ impl Service for OrchestratorService {
                 first.node
             ))
         })?;
-        let head = tokio_stream::iter(first.request);
+        let mut head = first.request;
+        // vBET's own programs are on the PATH of exec'd commands too.
+        if let Some(vm_pb::ExecRequest {
+            kind: Some(vm_pb::exec_request::Kind::Start(start)),
+        }) = head.as_mut()
+            && let Some(tools) = &self.inner.layout().tools
+        {
+            start.env.entry("PATH".to_owned()).or_insert_with(|| {
+                format!(
+                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    tools.display()
+                )
+            });
+        }
+        let head = tokio_stream::iter(head);
         let rest = incoming.filter_map(|m| m.ok().and_then(|m| m.request));
         let replies = client.exec(head.chain(rest)).await?.into_inner();
         Ok(Response::new(Box::pin(replies)))

@@ -126,6 +126,8 @@ pub enum Experiment {
     OspfFlap(crate::experiment::ospf::Params),
     /// §4.2: probe a distributed firewall against its intended policy.
     Firewall(crate::experiment::firewall::Params),
+    /// §4.3: a Chord ring: lookups, hop counts, churn and recovery.
+    Chord(crate::experiment::chord::Params),
 }
 
 /// `vbet link`.
@@ -189,6 +191,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let layout = Layout {
         run_root: cli.run_root.clone(),
+        tools: None,
     };
     match &cli.command {
         Command::Check { file } => return check(file),
@@ -287,6 +290,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = crate::experiment::ospf::run(&mut client, &params).await?;
             crate::experiment::ospf::print(&outcome);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Experiment(Experiment::Chord(params)) => {
+            let outcome = crate::experiment::chord::run(&mut client, &params).await?;
+            crate::experiment::chord::print(&outcome);
+            let all_ok = outcome
+                .phases
+                .iter()
+                .filter(|p| p.name != "right after churn")
+                .all(|p| p.succeeded == p.lookups);
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         Command::Experiment(Experiment::Firewall(params)) => {
             let outcome = crate::experiment::firewall::run(&mut client, &params).await?;

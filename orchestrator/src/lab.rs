@@ -126,7 +126,8 @@ async fn report(tx: &ProgressTx, component: &str, kind: &str, phase: pb::Phase, 
 impl Orchestrator {
     /// An orchestrator with labs under `layout`, starting the daemons found
     /// in `bin_dir`. Labs already on disk are adopted.
-    pub fn new(layout: Layout, bin_dir: PathBuf) -> Orchestrator {
+    pub fn new(mut layout: Layout, bin_dir: PathBuf) -> Orchestrator {
+        layout.tools.get_or_insert_with(|| bin_dir.clone());
         let labs = adopt(&layout);
         Orchestrator {
             layout,
@@ -248,6 +249,17 @@ impl Orchestrator {
             if labs.contains_key(&name) || self.layout.lab_dir(&name).exists() {
                 return Err(LabError::Exists(name));
             }
+            let existing: u64 = labs.values().map(|r| r.neighbours).sum();
+            let need = crate::hostnet::need(&topo);
+            match crate::hostnet::ensure(&self.layout.run_root, existing, need) {
+                Ok(Some(message)) => {
+                    report(progress, "", "lab", pb::Phase::Planned, &message).await
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot raise the host's neighbour-table limits")
+                }
+            }
             let record = LabRecord {
                 name: name.clone(),
                 state: LabState::Deploying,
@@ -256,6 +268,7 @@ impl Orchestrator {
                 switches: Vec::new(),
                 vms: Vec::new(),
                 cables: plan.cables.iter().map(cable_record).collect(),
+                neighbours: crate::hostnet::need(&topo),
             };
             labs.insert(name.clone(), record.clone());
             record
@@ -286,7 +299,12 @@ impl Orchestrator {
                 .await;
                 self.emit(&name, "", "lab", &format!("failed and rolled back: {e}"));
                 let _ = self.tear_down(&record, progress).await;
-                self.labs.lock().await.remove(&name);
+                let mut labs = self.labs.lock().await;
+                labs.remove(&name);
+                if labs.is_empty() {
+                    let _ = crate::hostnet::restore(&self.layout.run_root);
+                }
+                drop(labs);
                 Err(e)
             }
         }
@@ -529,7 +547,14 @@ impl Orchestrator {
         record.state = LabState::Destroying;
         self.store(&record).await;
         let result = self.tear_down(&record, progress).await;
-        self.labs.lock().await.remove(name);
+        let mut labs = self.labs.lock().await;
+        labs.remove(name);
+        if labs.is_empty()
+            && let Err(e) = crate::hostnet::restore(&self.layout.run_root)
+        {
+            tracing::warn!(error = %e, "cannot restore the host's neighbour-table limits");
+        }
+        drop(labs);
         report(
             progress,
             "",
@@ -1096,6 +1121,7 @@ mod tests {
                 cable("r1:2--r2:1", "r1:2", "r2:1"),
                 cable("uplink", "r2:2", "r3:1"),
             ],
+            neighbours: 0,
         }
     }
 

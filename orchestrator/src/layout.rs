@@ -23,12 +23,16 @@ pub const MAX_LAB_NAME: usize = 32;
 pub struct Layout {
     /// The root (`/run/vbet` by default).
     pub run_root: PathBuf,
+    /// Where vBET's own programs are (switchd, vm-monitor, chord-peer…);
+    /// put on the PATH of every service in a VM.
+    pub tools: Option<PathBuf>,
 }
 
 impl Default for Layout {
     fn default() -> Self {
         Layout {
             run_root: PathBuf::from(DEFAULT_RUN_ROOT),
+            tools: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod client;
 pub mod daemon;
 pub mod experiment;
 pub mod graph;
+pub mod hostnet;
 pub mod lab;
 pub mod layout;
 pub mod plan;

@@ -244,7 +244,15 @@ fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<V
         .sysctls
         .iter()
         .map(|(key, value)| format!("sysctl -qw {key}={value}"))
-        .chain(node.services.iter().map(|s| s.command.clone()))
+        .chain(node.services.iter().map(|s| match &layout.tools {
+            // vBET's own programs (chord-peer, …) are on every service's PATH.
+            Some(dir) => format!(
+                "PATH='{}':\"$PATH\"; export PATH; {}",
+                dir.display(),
+                s.command
+            ),
+            None => s.command.clone(),
+        }))
         .collect();
     let readiness = node
         .services

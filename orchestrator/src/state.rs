@@ -106,6 +106,9 @@ pub struct LabRecord {
     pub vms: Vec<VmRecord>,
     /// Cables.
     pub cables: Vec<CableRecord>,
+    /// Host neighbour-table entries the lab may need (see `hostnet`).
+    #[serde(default)]
+    pub neighbours: u64,
 }
 
 impl LabRecord {

@@ -564,7 +564,19 @@ async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
     } else {
         0
     };
-    while let Ok(n) = read_frame(&tap, &mut buf).await {
+    loop {
+        let n = match read_frame(&tap, &mut buf).await {
+            Ok(n) => n,
+            // The TAP is gone: the VM is being torn down.
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => return,
+            Err(e) => {
+                // A NIC that stops reading its TAP fills the guest's queue
+                // (ENOBUFS): log and keep going.
+                tracing::warn!(nic = %state.plan.name, error = %e, "reading the TAP failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         state
             .capture
             .record(id, Direction::In, buf[..n].get(hdr..).unwrap_or_default());

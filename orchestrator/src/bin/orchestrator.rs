@@ -42,6 +42,7 @@ fn main() -> ExitCode {
     });
     let layout = Layout {
         run_root: args.run_root,
+        tools: None,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)

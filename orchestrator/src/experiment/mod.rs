@@ -1,6 +1,7 @@
 //! The paper's experiments, each one command that brings its lab up, runs,
 //! prints and writes its results, and tears the lab down.
 
+pub mod chord;
 pub mod firewall;
 pub mod ospf;
 pub mod svg;
