@@ -22,6 +22,12 @@ pub struct LabHost {
 impl LabHost {
     /// Starts an orchestrator in a fresh run root.
     pub fn start() -> LabHost {
+        LabHost::start_with_env(&[])
+    }
+
+    /// Starts an orchestrator in a fresh run root with extra environment
+    /// variables (such as `VBET_IMAGE_STORE`).
+    pub fn start_with_env(env: &[(&str, &Path)]) -> LabHost {
         let dir = tempfile::Builder::new()
             .prefix("vb")
             .tempdir()
@@ -29,6 +35,9 @@ impl LabHost {
         let run_root = dir.path().join("run");
         let mut cmd = Command::new(bin("orchestrator"));
         cmd.arg("--run-root").arg(&run_root);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         let orchestrator =
             Spawned::start("orchestrator", cmd, &dir.path().join("orchestrator.log"));
         let socket = run_root.join("orchestrator.sock");
