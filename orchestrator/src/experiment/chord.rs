@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use crate::client::{self, Client};
-use crate::experiment::{now, results_dir};
+use crate::experiment::{now, results_dir, with_lab};
 use crate::table::print_table;
 
 /// The Chord port every peer listens on.
@@ -131,17 +131,14 @@ pub async fn run(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
         "Bringing up a ring of {} peers as lab {} …",
         params.peers, params.lab
     );
-    client::deploy(client, &topology, &params.lab).await?;
-    let result = measure(client, params).await;
-    if !params.keep {
-        eprintln!("Tearing the lab down …");
-        if let Err(e) = client::destroy(client, &params.lab).await {
-            eprintln!("warning: {e:#}");
-        }
-    } else {
-        eprintln!("The lab is kept: `vbet down {}` removes it.", params.lab);
-    }
-    result
+    with_lab(
+        client,
+        &topology,
+        &params.lab,
+        params.keep,
+        async |client| measure(client, params).await,
+    )
+    .await
 }
 
 /// Waits until a walk of the ring from `from` finds exactly `expect`

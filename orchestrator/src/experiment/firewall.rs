@@ -15,7 +15,7 @@ use futures::future::join_all;
 use serde::Deserialize;
 
 use crate::client::{self, Client};
-use crate::experiment::results_dir;
+use crate::experiment::{results_dir, with_lab};
 use crate::table::print_table;
 
 /// What to run.
@@ -145,17 +145,14 @@ pub async fn run(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
         params.topology.display(),
         params.lab
     );
-    client::deploy(client, &params.topology, &params.lab).await?;
-    let result = probe_all(client, params, &policy).await;
-    if !params.keep {
-        eprintln!("Tearing the lab down …");
-        if let Err(e) = client::destroy(client, &params.lab).await {
-            eprintln!("warning: {e:#}");
-        }
-    } else {
-        eprintln!("The lab is kept: `vbet down {}` removes it.", params.lab);
-    }
-    result
+    with_lab(
+        client,
+        &params.topology,
+        &params.lab,
+        params.keep,
+        async |client| probe_all(client, params, &policy).await,
+    )
+    .await
 }
 
 async fn probe_all(

@@ -8,6 +8,30 @@ pub mod svg;
 
 use std::path::{Path, PathBuf};
 
+use crate::client::{self, Client};
+
+/// Deploys `topology` as `lab`, runs `work` on it, then tears the lab
+/// down — also when `work` fails — unless `keep`.
+pub async fn with_lab<T>(
+    client: &mut Client,
+    topology: &Path,
+    lab: &str,
+    keep: bool,
+    work: impl AsyncFnOnce(&mut Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    client::deploy(client, topology, lab).await?;
+    let result = work(client).await;
+    if keep {
+        eprintln!("The lab is kept: `vbet down {lab}` removes it.");
+    } else {
+        eprintln!("Tearing the lab down …");
+        if let Err(e) = client::destroy(client, lab).await {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    result
+}
+
 /// A fresh results directory `ROOT/NAME-YYYYmmdd-HHMMSS`.
 pub fn results_dir(root: &Path, name: &str) -> std::io::Result<PathBuf> {
     let secs = std::time::SystemTime::now()

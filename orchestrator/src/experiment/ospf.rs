@@ -18,7 +18,7 @@ use vbet_proto::vbet::port::v1::LinkState;
 
 use crate::client::{self, Client};
 use crate::experiment::svg::{Band, reachability};
-use crate::experiment::{now, results_dir};
+use crate::experiment::{now, results_dir, with_lab};
 use crate::table::print_table;
 
 /// h2's network, the route watched on r1.
@@ -126,17 +126,14 @@ pub async fn run(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
         params.topology.display(),
         params.lab
     );
-    client::deploy(client, &params.topology, &params.lab).await?;
-    let result = measure(client, params).await;
-    if !params.keep {
-        eprintln!("Tearing the lab down …");
-        if let Err(e) = client::destroy(client, &params.lab).await {
-            eprintln!("warning: {e:#}");
-        }
-    } else {
-        eprintln!("The lab is kept: `vbet down {}` removes it.", params.lab);
-    }
-    result
+    with_lab(
+        client,
+        &params.topology,
+        &params.lab,
+        params.keep,
+        async |client| measure(client, params).await,
+    )
+    .await
 }
 
 /// Whether r1 has the watched route: Some(true/false), None if vtysh
