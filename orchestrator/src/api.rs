@@ -154,12 +154,12 @@ impl Service for OrchestratorService {
         if let Some(vm_pb::ExecRequest {
             kind: Some(vm_pb::exec_request::Kind::Start(start)),
         }) = head.as_mut()
-            && let Some(tools) = &self.inner.layout().tools
+            && self.inner.layout().tools.is_some()
         {
             start.env.entry("PATH".to_owned()).or_insert_with(|| {
                 format!(
                     "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    tools.display()
+                    crate::plan::TOOLS_IN_VM
                 )
             });
         }

@@ -12,6 +12,9 @@ use vm_monitor::spec::{
 
 use crate::layout::Layout;
 
+/// Where vBET's own programs appear inside every VM (on its PATH).
+pub const TOOLS_IN_VM: &str = "/opt/vbet/bin";
+
 /// A switch or hub to start.
 #[derive(Debug, Clone)]
 pub struct SwitchPlan {
@@ -246,14 +249,19 @@ fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<V
         .map(|(key, value)| format!("sysctl -qw {key}={value}"))
         .chain(node.services.iter().map(|s| match &layout.tools {
             // vBET's own programs (chord-peer, …) are on every service's PATH.
-            Some(dir) => format!(
-                "PATH='{}':\"$PATH\"; export PATH; {}",
-                dir.display(),
-                s.command
-            ),
+            Some(_) => format!("PATH={TOOLS_IN_VM}:\"$PATH\"; export PATH; {}", s.command),
             None => s.command.clone(),
         }))
         .collect();
+    // …shared read-only from the host at a fixed place (the host's own
+    // path may be hidden, e.g. under the VM's private /tmp).
+    if let Some(dir) = &layout.tools {
+        spec.hostfs.push(Share {
+            src: dir.clone(),
+            dst: PathBuf::from(TOOLS_IN_VM),
+            mode: ShareMode::Ro,
+        });
+    }
     let readiness = node
         .services
         .iter()
