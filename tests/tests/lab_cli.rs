@@ -272,10 +272,9 @@ fn two_labs_side_by_side_and_a_restarted_orchestrator_adopts_them() {
         "10.22.0.2",
     ]);
 
-    // The orchestrator goes away; the labs stay up and a new one adopts them.
-    host.orchestrator
-        .terminate(Duration::from_secs(5))
-        .expect("orchestrator exits on SIGTERM");
+    // The orchestrator is killed (SIGKILL); the labs stay up and a new one
+    // adopts them.
+    host.orchestrator.kill();
     let running: std::collections::BTreeSet<String> = host
         .lab_processes()
         .iter()
