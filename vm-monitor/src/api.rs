@@ -256,6 +256,54 @@ impl VmMonitor for Api {
         Ok(Response::new(pb::ShutdownReply {}))
     }
 
+    async fn add_fault(
+        &self,
+        request: Request<pb::AddFaultRequest>,
+    ) -> Result<Response<pb::FaultRule>, Status> {
+        let rule = request
+            .into_inner()
+            .rule
+            .ok_or_else(|| Status::invalid_argument("AddFault needs a `rule`"))?;
+        let added = self
+            .vm
+            .faults
+            .lock()
+            .expect("not poisoned")
+            .add(rule)
+            .map_err(|e| match e {
+                crate::fault::RuleError::Off => Status::failed_precondition(e.to_string()),
+                _ => Status::invalid_argument(e.to_string()),
+            })?;
+        tracing::info!(id = added.id, syscall = %added.syscall, "fault rule added");
+        Ok(Response::new(added))
+    }
+
+    async fn list_faults(
+        &self,
+        _: Request<pb::ListFaultsRequest>,
+    ) -> Result<Response<pb::ListFaultsReply>, Status> {
+        let rules = self.vm.faults.lock().expect("not poisoned");
+        Ok(Response::new(pb::ListFaultsReply {
+            rules: rules.list(),
+            faultable: rules.faultable(),
+        }))
+    }
+
+    async fn remove_fault(
+        &self,
+        request: Request<pb::RemoveFaultRequest>,
+    ) -> Result<Response<pb::RemoveFaultReply>, Status> {
+        let id = request.into_inner().id;
+        self.vm
+            .faults
+            .lock()
+            .expect("not poisoned")
+            .remove(id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        tracing::info!(id, "fault rule removed");
+        Ok(Response::new(pb::RemoveFaultReply {}))
+    }
+
     type EventsStream = BoxStream<pb::Event>;
 
     async fn events(

@@ -27,6 +27,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run a command in a running VM through its API socket.
     Exec(ExecArgs),
+    /// Add, list or remove syscall fault rules of a running VM (its spec
+    /// needs `faults = true`).
+    Fault(FaultArgs),
     /// Remove what dead VMs of a lab left behind (if even their reaper
     /// was killed); running VMs are untouched.
     Cleanup(CleanupArgs),
@@ -209,4 +212,263 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             .await
             .context("exec")
     })
+}
+
+/// `vm-monitor fault`.
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// The VM's API socket.
+    #[arg(long)]
+    pub api: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: FaultAction,
+}
+
+/// `vm-monitor fault add|ls|rm`.
+#[derive(Debug, Subcommand)]
+pub enum FaultAction {
+    /// Add a rule; prints its id.
+    Add(FaultAdd),
+    /// List the rules with their counters, and the faultable syscalls.
+    Ls,
+    /// Remove a rule by id.
+    Rm {
+        /// The rule's id.
+        id: u64,
+    },
+}
+
+/// A rule, as flags.
+#[derive(Debug, Args)]
+pub struct FaultAdd {
+    /// The syscall ("sendto").
+    #[arg(long)]
+    pub syscall: String,
+    /// Only processes with this command name (/proc/PID/comm).
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Only this guest PID.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Fire with this probability (0 < p <= 1; "30%" works too).
+    #[arg(long)]
+    pub probability: Option<String>,
+    /// Fire on every Nth matching call.
+    #[arg(long)]
+    pub every: Option<u64>,
+    /// Fire only after the first N matching calls.
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// Only for this long after being added ("500ms", "10s", "2m").
+    #[arg(long = "for")]
+    pub duration: Option<String>,
+    /// Fail the syscall with this errno (name or number).
+    #[arg(long)]
+    pub errno: Option<String>,
+    /// Delay the syscall ("100ms", "1s").
+    #[arg(long)]
+    pub delay: Option<String>,
+    /// Deliver this signal to the caller ("SIGSEGV", "11").
+    #[arg(long)]
+    pub signal: Option<String>,
+}
+
+fn parse_ms(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid duration {text:?} (examples: 500ms, 10s, 2m)"))?;
+    anyhow::ensure!(v >= 0.0, "negative duration {text:?}");
+    Ok((v * scale).round() as u64)
+}
+
+fn parse_signal(text: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = text.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| anyhow::anyhow!("unknown signal {text:?}"))
+}
+
+impl FaultAdd {
+    /// The rule these flags describe.
+    pub fn rule(&self) -> anyhow::Result<vbet_proto::vbet::vm::v1::FaultRule> {
+        let probability = match &self.probability {
+            None => None,
+            Some(p) => Some(
+                match p.strip_suffix('%') {
+                    Some(pct) => pct.trim().parse::<f64>().map(|v| v / 100.0),
+                    None => p.trim().parse::<f64>(),
+                }
+                .with_context(|| format!("invalid probability {p:?} (examples: 0.3, 30%)"))?,
+            ),
+        };
+        Ok(vbet_proto::vbet::vm::v1::FaultRule {
+            syscall: self.syscall.clone(),
+            command: self.command.clone().unwrap_or_default(),
+            pid: self.pid.unwrap_or(0),
+            probability,
+            every: self.every.unwrap_or(0),
+            after: self.after.unwrap_or(0),
+            duration_ms: self
+                .duration
+                .as_deref()
+                .map(parse_ms)
+                .transpose()?
+                .unwrap_or(0),
+            error_number: self
+                .errno
+                .as_deref()
+                .map(crate::fault::parse_errno)
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+                .unwrap_or(0),
+            delay_ms: self
+                .delay
+                .as_deref()
+                .map(parse_ms)
+                .transpose()?
+                .unwrap_or(0),
+            signal: self
+                .signal
+                .as_deref()
+                .map(parse_signal)
+                .transpose()?
+                .unwrap_or(0),
+            ..Default::default()
+        })
+    }
+}
+
+/// One rule on one line.
+pub fn describe_rule(r: &vbet_proto::vbet::vm::v1::FaultRule) -> String {
+    let mut words = vec![format!("{:>3}  {}", r.id, r.syscall)];
+    if !r.command.is_empty() {
+        words.push(format!("command={}", r.command));
+    }
+    if r.pid != 0 {
+        words.push(format!("pid={}", r.pid));
+    }
+    if let Some(p) = r.probability {
+        words.push(format!("p={p}"));
+    }
+    if r.every != 0 {
+        words.push(format!("every={}", r.every));
+    }
+    if r.after != 0 {
+        words.push(format!("after={}", r.after));
+    }
+    if r.duration_ms != 0 {
+        words.push(format!("for={}ms", r.duration_ms));
+    }
+    if r.error_number != 0 {
+        words.push(format!(
+            "errno={}",
+            crate::fault::errno_name(r.error_number)
+        ));
+    }
+    if r.delay_ms != 0 {
+        words.push(format!("delay={}ms", r.delay_ms));
+    }
+    if r.signal != 0 {
+        words.push(format!("signal={}", r.signal));
+    }
+    words.push(format!("matched={} fired={}", r.matched, r.fired));
+    words.join(" ")
+}
+
+/// `vm-monitor fault`.
+pub fn fault(args: FaultArgs) -> anyhow::Result<()> {
+    use vbet_proto::vbet::vm::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("async runtime")?;
+    rt.block_on(async {
+        let mut client = crate::client::connect(&args.api)
+            .await
+            .with_context(|| format!("connecting to {}", args.api.display()))?;
+        match &args.action {
+            FaultAction::Add(add) => {
+                let rule = client
+                    .add_fault(pb::AddFaultRequest {
+                        rule: Some(add.rule()?),
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner();
+                println!("{}", rule.id);
+            }
+            FaultAction::Ls => {
+                let reply = client
+                    .list_faults(pb::ListFaultsRequest {})
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner();
+                if reply.faultable.is_empty() {
+                    println!("faults are off in this VM (its spec has no `faults = true`)");
+                } else {
+                    println!("faultable: {}", reply.faultable.join(" "));
+                }
+                for r in &reply.rules {
+                    println!("{}", describe_rule(r));
+                }
+            }
+            FaultAction::Rm { id } => {
+                client
+                    .remove_fault(pb::RemoveFaultRequest { id: *id })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn durations_signals_and_rules() {
+        assert_eq!(parse_ms("500ms").unwrap(), 500);
+        assert_eq!(parse_ms("10s").unwrap(), 10_000);
+        assert_eq!(parse_ms("2m").unwrap(), 120_000);
+        assert!(parse_ms("soon").is_err());
+        assert_eq!(parse_signal("segv").unwrap(), libc::SIGSEGV);
+        assert_eq!(parse_signal("SIGKILL").unwrap(), libc::SIGKILL);
+        let add = FaultAdd {
+            syscall: "sendto".into(),
+            command: None,
+            pid: None,
+            probability: Some("30%".into()),
+            every: None,
+            after: None,
+            duration: None,
+            errno: Some("ENOBUFS".into()),
+            delay: None,
+            signal: None,
+        };
+        let r = add.rule().unwrap();
+        assert_eq!(r.probability, Some(0.3));
+        assert_eq!(r.error_number, libc::ENOBUFS);
+    }
 }

@@ -69,7 +69,7 @@ impl Processes {
     /// (setup done or failed); `events` gets process exits.
     pub fn start(
         channel: OwnedFd,
-        setup: oneshot::Sender<Result<(), String>>,
+        setup: oneshot::Sender<Result<Option<OwnedFd>, String>>,
         events: broadcast::Sender<pb::Event>,
     ) -> std::io::Result<Self> {
         nix::fcntl::fcntl(
@@ -191,7 +191,7 @@ async fn send_msg(fd: &AsyncFd<OwnedFd>, msg: &ToInit, fds: &[RawFd]) -> std::io
 async fn channel_task(
     fd: AsyncFd<OwnedFd>,
     mut rx: mpsc::Receiver<Cmd>,
-    setup: oneshot::Sender<Result<(), String>>,
+    setup: oneshot::Sender<Result<Option<OwnedFd>, String>>,
     events: broadcast::Sender<pb::Event>,
     live: Arc<Mutex<HashMap<i32, String>>>,
 ) {
@@ -239,7 +239,7 @@ async fn channel_task(
                 };
                 match msg {
                     FromInit::SetupDone => {
-                        if let Some(s) = setup.take() { let _ = s.send(Ok(())); }
+                        if let Some(s) = setup.take() { let _ = s.send(Ok(fds.pop())); }
                     }
                     FromInit::SetupFailed { error } => {
                         if let Some(s) = setup.take() { let _ = s.send(Err(error)); }

@@ -133,16 +133,22 @@ pub struct GuestSetup {
     pub cgroup_procs: Vec<PathBuf>,
     /// Root file system steps.
     pub steps: Vec<Step>,
+    /// Install the fault filter ([`crate::seccomp::FAULTABLE`]) and hand
+    /// its listener to the monitor with `SetupDone`.
+    pub faults: bool,
 }
 
 /// Runs the guest init; never returns.
 pub fn guest_main(setup: GuestSetup) -> ! {
     let channel = setup.channel.try_clone();
     match prepare(&setup) {
-        Ok(()) => {
-            if send(&setup.channel, &FromInit::SetupDone, &[]).is_err() {
+        Ok(listener) => {
+            let fds: Vec<RawFd> = listener.iter().map(|l| l.as_raw_fd()).collect();
+            if send(&setup.channel, &FromInit::SetupDone, &fds).is_err() {
                 sys::exit_now(1);
             }
+            // Only the monitor holds the listener.
+            drop(listener);
             serve(setup.channel)
         }
         Err(error) => {
@@ -165,7 +171,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn prepare(setup: &GuestSetup) -> Result<(), String> {
+/// Builds the VM from the inside; returns the fault filter's listener
+/// when the VM has one.
+fn prepare(setup: &GuestSetup) -> Result<Option<OwnedFd>, String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     // `ps` in the VM shows the init's command line (the monitor's); its
@@ -200,7 +208,15 @@ fn prepare(setup: &GuestSetup) -> Result<(), String> {
         .map_err(|e| format!("stdio to /dev/null: {e}"))?;
     crate::seccomp::install_guest_policy().map_err(|e| chain(&e))?;
     crate::caps::drop_guest_caps().map_err(|e| chain(&e))?;
-    Ok(())
+    // Last: from here on every faultable syscall of the init waits for the
+    // monitor, which has no listener until SetupDone carries it (on the
+    // channel, which the filter exempts).
+    if setup.faults {
+        let listener = crate::seccomp::install_fault_filter(setup.channel.as_raw_fd())
+            .map_err(|e| chain(&e))?;
+        return Ok(Some(listener));
+    }
+    Ok(None)
 }
 
 struct User {

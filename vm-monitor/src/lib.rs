@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod exec;
+pub mod fault;
 pub mod init;
 pub mod nic;
 pub mod rootfs;

@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => vm_monitor::cli::run(args).map(|()| 0),
         Command::Exec(args) => vm_monitor::cli::exec(args),
+        Command::Fault(args) => vm_monitor::cli::fault(args).map(|()| 0),
         Command::Cleanup(args) => vm_monitor::cli::cleanup(args).map(|()| 0),
     };
     match result {

@@ -57,6 +57,11 @@ pub struct VmSpec {
     /// Directory of the VM's sockets (default `/run/vbet/LAB`).
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// Syscall fault injection by rule at run time (AddFault): the guest
+    /// runs under a filter that sends the faultable syscalls to the
+    /// monitor, at ≈ 5–7 µs each. Default off: nothing is paid.
+    #[serde(default)]
+    pub faults: bool,
 }
 
 fn default_lab() -> String {
@@ -378,6 +383,7 @@ impl VmSpec {
             routes: Vec::new(),
             restart: RestartPolicy::Never,
             run_dir: None,
+            faults: false,
         }
     }
 

@@ -173,6 +173,98 @@ pub fn seccomp_install(filter: &[libc::sock_filter]) -> io::Result<()> {
     Ok(())
 }
 
+/// Installs a seccomp BPF filter like [`seccomp_install`], with a user
+/// notification listener (SECCOMP_FILTER_FLAG_NEW_LISTENER), which is
+/// returned.
+pub fn seccomp_install_listener(filter: &[libc::sock_filter]) -> io::Result<OwnedFd> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points to `len` valid instructions that outlive the
+    // call; the kernel copies them and returns a new fd.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    })?;
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until a notification is pending on a seccomp listener; an error
+/// once every filtered process is gone (POLLHUP).
+pub fn poll_wait(fd: &impl AsRawFd) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    retry_eintr(|| check(unsafe { libc::poll(&mut pfd, 1, -1) } as libc::c_long))?;
+    if pfd.revents & libc::POLLIN != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPIPE))
+    }
+}
+
+/// Asks the kernel to switch straight to the supervisor when a
+/// notification arrives and straight back on the answer
+/// (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, Linux 6.6): no cross-CPU wake-ups.
+pub fn notif_set_sync_wakeup(fd: &impl AsRawFd) -> io::Result<()> {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    // SAFETY: SET_FLAGS takes the flags by value; no memory is passed.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+    check(rc as libc::c_long)?;
+    Ok(())
+}
+
+/// Receives one seccomp user notification (blocks if none is pending).
+pub fn notif_recv(fd: &impl AsRawFd) -> io::Result<libc::seccomp_notif> {
+    retry_eintr(|| {
+        // SAFETY: seccomp_notif is a plain C struct; the kernel wants it
+        // zeroed.
+        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: NOTIF_RECV writes one struct seccomp_notif through the
+        // pointer, which is valid for the call.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) };
+        check(rc as libc::c_long)?;
+        Ok(n)
+    })
+}
+
+/// Answers notification `id`: fail the syscall with `errno`, or with 0
+/// let it run (SECCOMP_USER_NOTIF_FLAG_CONTINUE).
+pub fn notif_send(fd: &impl AsRawFd, id: u64, errno: i32) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: if errno == 0 {
+            libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32
+        } else {
+            0
+        },
+    };
+    retry_eintr(|| {
+        // SAFETY: NOTIF_SEND reads one struct seccomp_notif_resp through
+        // the pointer, which is valid for the call.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+        check(rc as libc::c_long)
+    })?;
+    Ok(())
+}
+
 /// Sets the size of the terminal behind `fd`.
 pub fn set_window_size(fd: &impl AsRawFd, rows: u16, cols: u16) -> io::Result<()> {
     let ws = libc::winsize {

@@ -204,6 +204,7 @@ pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
             hostname: spec.hostname().to_owned(),
             cgroup_procs: cgroup.procs_files(),
             steps: crate::rootfs::plan(&spec, &lower),
+            faults: spec.faults,
         };
         let flags = libc::CLONE_NEWNS
             | libc::CLONE_NEWUTS
@@ -368,6 +369,8 @@ pub struct Vm {
     pub events: broadcast::Sender<pb::Event>,
     /// Set by the Shutdown RPC: (grace).
     pub shutdown: watch::Sender<Option<Duration>>,
+    /// Syscall fault rules.
+    pub faults: crate::fault::SharedRules,
     lock: Mutex<Option<Flock<File>>>,
 }
 
@@ -431,6 +434,8 @@ pub async fn run(
     let pidfd = sys::pidfd_open(init_pid).map_err(io_err("pidfd of the guest init"))?;
     let init_exit = sys::async_fd(pidfd).map_err(io_err("watching the guest init"))?;
     let (events, _) = broadcast::channel(256);
+    let rules: crate::fault::SharedRules =
+        Arc::new(Mutex::new(crate::fault::Rules::new(spec.faults)));
     let (setup_tx, setup_rx) = tokio::sync::oneshot::channel();
     let procs =
         Processes::start(channel, setup_tx, events.clone()).map_err(io_err("init channel"))?;
@@ -460,7 +465,18 @@ pub async fn run(
             nics.push(nic::start(tap, events.clone()).await?);
         }
         match tokio::time::timeout(Duration::from_secs(60), setup_rx).await {
-            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Ok(listener))) => match (listener, spec.faults) {
+                (Some(l), true) => {
+                    crate::fault::supervise(l, rules.clone(), init_pid as u32)
+                        .map_err(io_err("starting the fault supervisor"))?;
+                }
+                (None, true) => {
+                    return Err(VmError::Guest(
+                        "the guest init sent no fault listener".into(),
+                    ));
+                }
+                (_, false) => {}
+            },
             Ok(Ok(Err(e))) => return Err(VmError::Guest(e)),
             Ok(Err(_)) => return Err(VmError::Guest("the guest init exited during setup".into())),
             Err(_) => return Err(VmError::Guest("setup timed out".into())),
@@ -490,6 +506,7 @@ pub async fn run(
         state,
         events: events.clone(),
         shutdown,
+        faults: rules,
         lock: Mutex::new(Some(lock)),
     });
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
