@@ -40,6 +40,7 @@ pub async fn run(
     let listener = listener.with_context(|| format!("cannot listen on {}", socket.display()))?;
 
     let orchestrator = Arc::new(Orchestrator::new(layout.clone(), bin_dir));
+    tokio::spawn(orchestrator.clone().watch());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<OrchestratorServer<OrchestratorService>>()

@@ -26,6 +26,10 @@ const SWITCH_START: Duration = Duration::from_secs(10);
 const VM_START: Duration = Duration::from_secs(60);
 /// How long a service may take to be ready.
 const SERVICE_READY: Duration = Duration::from_secs(60);
+/// How often the components of running labs are checked.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// How many times a node's monitor is started again at most.
+const MAX_RESTARTS: u32 = 20;
 /// How long a VM gets to shut down before it is killed.
 const VM_STOP: Duration = Duration::from_secs(5);
 
@@ -134,6 +138,88 @@ impl Orchestrator {
             bin_dir,
             labs: Mutex::new(labs),
             events: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+
+    /// Watches every running lab's components until the process ends: a
+    /// VM monitor or switch that died is reported as an event, the lab is
+    /// marked degraded, and a VM whose node asks for it (restart
+    /// `on-failure` or `always`) is started again from its spec; its NICs
+    /// plug back in by themselves.
+    pub async fn watch(self: std::sync::Arc<Self>) {
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.check_components().await;
+        }
+    }
+
+    async fn check_components(self: &std::sync::Arc<Self>) {
+        let mut labs = self.labs.lock().await;
+        for record in labs.values_mut() {
+            if !matches!(record.state, LabState::Running | LabState::Degraded) {
+                continue;
+            }
+            let lab = record.name.clone();
+            let mut changed = false;
+            for vm in &mut record.vms {
+                let marker = self.layout.spec_file(&lab, &vm.name).display().to_string();
+                if vm.pid == 0 && !vm.restart || vm.pid != 0 && is_ours(vm.pid, &marker) {
+                    continue;
+                }
+                changed = true;
+                if vm.pid != 0 {
+                    self.emit(&lab, &vm.name, "node", "crashed: its monitor is gone");
+                }
+                if !vm.restart || vm.restarts >= MAX_RESTARTS {
+                    vm.pid = 0;
+                    continue;
+                }
+                let args = vec!["run".to_owned(), "--spec".to_owned(), marker.clone()];
+                match spawn_detached(&self.binary("vm-monitor"), &args, &vm.log) {
+                    Ok(pid) => {
+                        vm.pid = pid;
+                        vm.restarts += 1;
+                        self.emit(&lab, &vm.name, "node", "restarting");
+                        let (this, lab, name, api) =
+                            (self.clone(), lab.clone(), vm.name.clone(), vm.api.clone());
+                        tokio::spawn(async move {
+                            let deadline = Instant::now() + VM_START;
+                            while Instant::now() < deadline {
+                                if let Ok(status) = vm_status(&api).await
+                                    && status.state == vm_pb::VmState::Running as i32
+                                {
+                                    this.emit(&lab, &name, "node", "restarted");
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(lab = %lab, node = %vm.name, error = %e, "cannot restart the node");
+                        vm.pid = 0;
+                    }
+                }
+            }
+            for s in &mut record.switches {
+                if s.pid != 0 && !is_ours(s.pid, &s.dir.display().to_string()) {
+                    self.emit(&lab, &s.name, &s.kind, "crashed: the daemon is gone");
+                    s.pid = 0;
+                    changed = true;
+                }
+            }
+            if changed {
+                let whole = record.vms.iter().all(|v| v.pid != 0)
+                    && record.switches.iter().all(|s| s.pid != 0);
+                record.state = if whole {
+                    LabState::Running
+                } else {
+                    LabState::Degraded
+                };
+                let _ = record.save(&self.layout.state_file(&lab));
+            }
         }
     }
 
@@ -504,6 +590,8 @@ impl Orchestrator {
             api: v.api.clone(),
             log: log.clone(),
             addresses: v.spec.nics.iter().map(|n| n.addresses.clone()).collect(),
+            restart: v.spec.restart != vm_monitor::spec::RestartPolicy::Never,
+            restarts: 0,
         };
         let result = async {
             let deadline = Instant::now() + VM_START;

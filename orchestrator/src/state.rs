@@ -62,6 +62,12 @@ pub struct VmRecord {
     pub log: PathBuf,
     /// Guest interface addresses, per NIC, for inspect.
     pub addresses: Vec<Vec<String>>,
+    /// Whether the node asks to be started again when its monitor dies.
+    #[serde(default)]
+    pub restart: bool,
+    /// Times its monitor was started again.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// A cable and what was last set on it.

@@ -350,3 +350,74 @@ fn vbet_shell_is_an_interactive_terminal_in_the_node() {
     );
     host.vbet_ok(&["down", &lab]);
 }
+
+#[test]
+fn a_killed_node_is_reported_and_started_again_by_its_restart_policy() {
+    if !require(&["ping"]) {
+        return;
+    }
+    let host = LabHost::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("restart.vbet");
+    std::fs::write(
+        &file,
+        "sw = alloc(switch)\n\
+         a = attach(alloc(host), alloc(NIC, addr = \"10.70.0.1/24\"))\n\
+         b = attach(alloc(host), alloc(NIC, addr = \"10.70.0.2/24\"))\n\
+         set(b, restart = \"always\")\n\
+         link(sw, a, b)\n",
+    )
+    .unwrap();
+    let lab = unique_name("rs");
+    host.vbet_ok(&["up", file.to_str().unwrap(), "--name", &lab]);
+    let mut events_cmd = std::process::Command::new(vbet_tests::bin("vbet"));
+    events_cmd
+        .env("VBET_RUN_ROOT", &host.run_root)
+        .args(["events", &lab]);
+    let events = vbet_tests::process::Spawned::start(
+        "vbet events",
+        events_cmd,
+        &dir.path().join("events.log"),
+    );
+
+    let spec = host.run_root.join(&lab).join("specs/b.toml");
+    let monitor = processes_mentioning(&spec)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .min()
+        .expect("b's monitor");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let log = wait_for(
+        "the crash and the restart to be reported",
+        Duration::from_secs(20),
+        || {
+            let log = events.output();
+            (log.contains("crashed") && log.contains("restarted")).then_some(log)
+        },
+    );
+    assert!(log.contains("b "), "{log}");
+    // The node is back, with its NIC plugged into the switch again.
+    host.vbet_ok(&[
+        "exec",
+        &format!("{lab}/a"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.70.0.2",
+    ]);
+    assert!(host.vbet_ok(&["ls"]).contains("running"));
+    drop(events);
+    host.vbet_ok(&["down", &lab]);
+    assert!(
+        host.lab_processes().is_empty(),
+        "left running: {:?}",
+        host.lab_processes()
+    );
+}
