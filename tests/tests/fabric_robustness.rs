@@ -164,3 +164,50 @@ fn sigterm_exits_cleanly_and_removes_every_socket_file() {
     // The port's data socket is gone: sending fails.
     assert!(port.port.data.send(&[0u8; 60]).is_err());
 }
+
+#[test]
+fn health_and_reflection_services_answer() {
+    if !require(&[]) {
+        return;
+    }
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().unwrap();
+    let sw = SwitchDaemon::start("switchd", &dir.path().join("sw"), &[]);
+    let api = sw.dir.join("api");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = vbet_proto::connect_unix(&api).await.unwrap();
+        let health = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: "vbet.switch.v1.Switch".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(health.status, 1, "not SERVING: {health:?}");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("no service list: {reply:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"vbet.switch.v1.Switch".to_owned()),
+            "{names:?}"
+        );
+    });
+}
