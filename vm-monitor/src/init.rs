@@ -136,6 +136,8 @@ pub struct GuestSetup {
     /// Install the fault filter ([`crate::seccomp::FAULTABLE`]) and hand
     /// its listener to the monitor with `SetupDone`.
     pub faults: bool,
+    /// Clock offsets for the guest's time namespace.
+    pub clock: crate::spec::ClockSpec,
 }
 
 /// Runs the guest init; never returns.
@@ -190,7 +192,17 @@ fn prepare(setup: &GuestSetup) -> Result<Option<OwnedFd>, String> {
     match nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(
         libc::CLONE_NEWTIME,
     )) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        // Offsets can be set until the first process enters the
+        // namespace (our first child); we still hold CAP_SYS_TIME.
+        Ok(()) if !setup.clock.is_zero() => {
+            std::fs::write("/proc/self/timens_offsets", setup.clock.timens_offsets())
+                .map_err(|e| format!("setting the clock offsets {:?}: {e}", setup.clock))?;
+        }
+        Ok(()) => {}
+        Err(nix::errno::Errno::EINVAL) if !setup.clock.is_zero() => {
+            return Err("clock offsets need time namespaces (Linux 5.6)".into());
+        }
+        Err(nix::errno::Errno::EINVAL) => {}
         Err(e) => return Err(format!("new time namespace: {e}")),
     }
     nix::unistd::sethostname(&setup.hostname).map_err(|e| format!("sethostname: {e}"))?;

@@ -62,6 +62,44 @@ pub struct VmSpec {
     /// monitor, at ≈ 5–7 µs each. Default off: nothing is paid.
     #[serde(default)]
     pub faults: bool,
+    /// Clock offsets of the guest (its time namespace).
+    #[serde(default)]
+    pub clock: ClockSpec,
+}
+
+/// The guest's clocks, as offsets from the host's, in seconds (fractions
+/// allowed; negative down to minus the host's uptime). Set at boot, in the
+/// VM's time namespace, at no cost per call. CLOCK_REALTIME is the host's:
+/// time namespaces do not cover it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSpec {
+    /// Added to CLOCK_MONOTONIC (and its _RAW and _COARSE variants).
+    #[serde(default)]
+    pub monotonic: f64,
+    /// Added to CLOCK_BOOTTIME (what `uptime` and /proc/uptime show).
+    #[serde(default)]
+    pub boottime: f64,
+}
+
+/// The largest clock offset accepted, in seconds (about 30 years).
+pub const MAX_CLOCK_OFFSET: f64 = 1e9;
+
+impl ClockSpec {
+    /// Whether both offsets are zero.
+    pub fn is_zero(&self) -> bool {
+        self.monotonic == 0.0 && self.boottime == 0.0
+    }
+
+    /// The lines for `/proc/PID/timens_offsets`.
+    pub fn timens_offsets(&self) -> String {
+        let line = |clock: &str, secs: f64| {
+            let whole = secs.floor();
+            let nanos = (((secs - whole) * 1e9).round() as i64).clamp(0, 999_999_999);
+            format!("{clock} {} {nanos}\n", whole as i64)
+        };
+        line("monotonic", self.monotonic) + &line("boottime", self.boottime)
+    }
 }
 
 fn default_lab() -> String {
@@ -384,6 +422,7 @@ impl VmSpec {
             restart: RestartPolicy::Never,
             run_dir: None,
             faults: false,
+            clock: ClockSpec::default(),
         }
     }
 
@@ -438,6 +477,16 @@ impl VmSpec {
     /// Every check that does not need to create anything.
     pub fn validate(&self) -> Result<(), SpecError> {
         check_name("VM name", &self.name)?;
+        for (clock, offset) in [
+            ("monotonic", self.clock.monotonic),
+            ("boottime", self.clock.boottime),
+        ] {
+            if !offset.is_finite() || offset.abs() > MAX_CLOCK_OFFSET {
+                return Err(SpecError::Invalid(format!(
+                    "clock.{clock} offset {offset} s is out of range (±{MAX_CLOCK_OFFSET} s)"
+                )));
+            }
+        }
         check_name("lab name", &self.lab)?;
         if let Some(h) = &self.hostname {
             check_name("hostname", h)?;
@@ -607,6 +656,34 @@ fn check_socket(nic: u32, path: &Path) -> Result<(), SpecError> {
             path: path.to_owned(),
         }),
         Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn clock_offsets() {
+        let c = ClockSpec {
+            monotonic: 3600.0,
+            boottime: -1.25,
+        };
+        assert_eq!(
+            c.timens_offsets(),
+            "monotonic 3600 0\nboottime -2 750000000\n"
+        );
+        let spec: VmSpec = toml::from_str("name = \"a\"\nclock = { boottime = 86400 }\n").unwrap();
+        assert_eq!(spec.clock.boottime, 86400.0);
+        assert!(VmSpec::named("a").clock.is_zero());
+        let mut bad = VmSpec::named("a");
+        bad.clock.monotonic = f64::NAN;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("clock.monotonic")
+        );
     }
 }
 

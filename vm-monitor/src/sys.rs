@@ -265,6 +265,18 @@ pub fn notif_send(fd: &impl AsRawFd, id: u64, errno: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads a clock (`libc::CLOCK_*`) in seconds.
+pub fn clock_seconds(clock: libc::clockid_t) -> io::Result<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer,
+    // which is valid for the call.
+    check(unsafe { libc::clock_gettime(clock, &mut ts) } as libc::c_long)?;
+    Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
+}
+
 /// Sets the size of the terminal behind `fd`.
 pub fn set_window_size(fd: &impl AsRawFd, rows: u16, cols: u16) -> io::Result<()> {
     let ws = libc::winsize {

@@ -205,6 +205,7 @@ pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
             cgroup_procs: cgroup.procs_files(),
             steps: crate::rootfs::plan(&spec, &lower),
             faults: spec.faults,
+            clock: spec.clock,
         };
         let flags = libc::CLONE_NEWNS
             | libc::CLONE_NEWUTS
