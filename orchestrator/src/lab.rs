@@ -98,6 +98,36 @@ pub struct Orchestrator {
     bin_dir: PathBuf,
     labs: Mutex<BTreeMap<String, LabRecord>>,
     events: tokio::sync::broadcast::Sender<pb::LabEvent>,
+    /// Leases on the store images the VMs of each lab run on, so that
+    /// `rootfs-tool rm` refuses to remove an image in use.
+    leases: std::sync::Mutex<BTreeMap<String, Vec<rootfs_tool::store::ImageLease>>>,
+}
+
+/// Takes a lease on every store image `images` names (node, image) for
+/// lab `lab`.
+fn lease_images<'a>(
+    lab: &str,
+    images: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<rootfs_tool::store::ImageLease>, String> {
+    let mut leases = Vec::new();
+    let mut store = None;
+    for (node, image) in images {
+        let store =
+            match &mut store {
+                Some(s) => s,
+                None => store.insert(
+                    rootfs_tool::store::ImageStore::open(
+                        rootfs_tool::store::ImageStore::default_root(),
+                    )
+                    .map_err(|e| format!("node {node}: {e}"))?,
+                ),
+            };
+        let lease = store
+            .acquire(image, &format!("{lab}.{node}"))
+            .map_err(|e| format!("node {node}: image {image}: {e}"))?;
+        leases.push(lease);
+    }
+    Ok(leases)
 }
 
 fn now_ms() -> u64 {
@@ -133,11 +163,27 @@ impl Orchestrator {
     pub fn new(mut layout: Layout, bin_dir: PathBuf) -> Orchestrator {
         layout.tools.get_or_insert_with(|| bin_dir.clone());
         let labs = adopt(&layout);
+        let mut leases = BTreeMap::new();
+        for record in labs.values() {
+            let images = record
+                .vms
+                .iter()
+                .filter_map(|v| v.image.as_deref().map(|i| (v.name.as_str(), i)));
+            match lease_images(&record.name, images) {
+                Ok(l) => {
+                    leases.insert(record.name.clone(), l);
+                }
+                Err(e) => {
+                    tracing::warn!(lab = %record.name, error = %e, "cannot lease the lab's images")
+                }
+            }
+        }
         Orchestrator {
             layout,
             bin_dir,
             labs: Mutex::new(labs),
             events: tokio::sync::broadcast::channel(1024).0,
+            leases: std::sync::Mutex::new(leases),
         }
     }
 
@@ -335,6 +381,15 @@ impl Orchestrator {
             if labs.contains_key(&name) || self.layout.lab_dir(&name).exists() {
                 return Err(LabError::Exists(name));
             }
+            let images = plan
+                .vms
+                .iter()
+                .filter_map(|v| v.image.as_deref().map(|i| (v.spec.name.as_str(), i)));
+            let leases = lease_images(&name, images).map_err(LabError::Invalid)?;
+            self.leases
+                .lock()
+                .expect("leases poisoned")
+                .insert(name.clone(), leases);
             let existing: u64 = labs.values().map(|r| r.neighbours).sum();
             let need = crate::hostnet::need(&topo);
             match crate::hostnet::ensure(&self.layout.run_root, existing, need) {
@@ -385,6 +440,7 @@ impl Orchestrator {
                 .await;
                 self.emit(&name, "", "lab", &format!("failed and rolled back: {e}"));
                 let _ = self.tear_down(&record, progress).await;
+                self.leases.lock().expect("leases poisoned").remove(&name);
                 let mut labs = self.labs.lock().await;
                 labs.remove(&name);
                 if labs.is_empty() {
@@ -592,6 +648,7 @@ impl Orchestrator {
             addresses: v.spec.nics.iter().map(|n| n.addresses.clone()).collect(),
             restart: v.spec.restart != vm_monitor::spec::RestartPolicy::Never,
             restarts: 0,
+            image: v.image.clone(),
         };
         let result = async {
             let deadline = Instant::now() + VM_START;
@@ -635,6 +692,7 @@ impl Orchestrator {
         record.state = LabState::Destroying;
         self.store(&record).await;
         let result = self.tear_down(&record, progress).await;
+        self.leases.lock().expect("leases poisoned").remove(name);
         let mut labs = self.labs.lock().await;
         labs.remove(name);
         if labs.is_empty()

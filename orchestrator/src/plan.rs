@@ -76,6 +76,8 @@ pub struct VmPlan {
     pub api: PathBuf,
     /// Services to wait for.
     pub readiness: Vec<Readiness>,
+    /// The image's name in the store, unless it is the host's root.
+    pub image: Option<String>,
 }
 
 /// A cable's state and impairments to apply once everything is up.
@@ -273,6 +275,10 @@ fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<V
         })
         .collect();
     Ok(VmPlan {
+        image: node
+            .image
+            .clone()
+            .filter(|i| i != rootfs_tool::store::HOST_IMAGE),
         kind: node.kind.clone(),
         api: layout.vm_api(lab, &node.name),
         spec,

@@ -68,6 +68,9 @@ pub struct VmRecord {
     /// Times its monitor was started again.
     #[serde(default)]
     pub restarts: u32,
+    /// Its image in the store (None: the host's root).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// A cable and what was last set on it.

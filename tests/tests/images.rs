@@ -67,5 +67,22 @@ fn vms_boot_on_a_busybox_image_and_ping_each_other() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("nosuch"), "{err}");
     assert!(!host.run_root.join("missing").exists());
+    // The image is leased while the lab runs: removing it is refused.
+    let rm = || {
+        Command::new(bin("rootfs-tool"))
+            .arg("--store")
+            .arg(store.path())
+            .args(["rm", "bb"])
+            .output()
+            .unwrap()
+    };
+    let refused = rm();
+    assert!(!refused.status.success(), "an image in use was removed");
     host.vbet_ok(&["down", &lab]);
+    let removed = rm();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
 }
