@@ -9,13 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use vbet_proto::vbet::orchestrator::v1 as pb;
-use vbet_proto::vbet::orchestrator::v1::orchestrator_client::OrchestratorClient;
 use vbet_proto::vbet::port::v1 as port_pb;
 use vbet_proto::vbet::vm::v1 as vm_pb;
 use vbet_topology::units::{Micros, Percent, Rate};
 
+use crate::client::Client;
 use crate::layout::{DEFAULT_RUN_ROOT, Layout};
 use crate::table::print_table;
 
@@ -29,6 +28,17 @@ pub struct Cli {
     /// Print listings as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Talk to an orchestrator over TCP with TLS instead of the local
+    /// socket, e.g. https://lab-host:7443.
+    #[arg(long, global = true, env = "VBET_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
+    /// With --remote: the CA certificate (PEM) the orchestrator's
+    /// certificate is checked against.
+    #[arg(long, global = true, env = "VBET_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// With --remote: a file holding the bearer token.
+    #[arg(long, global = true, env = "VBET_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -202,7 +212,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let mut client = crate::client::connect_or_start(&layout).await?;
+    let mut client = match &cli.remote {
+        Some(url) => {
+            let ca = cli
+                .ca
+                .as_deref()
+                .context("--remote needs --ca FILE (the orchestrator's CA certificate)")?;
+            let token = cli
+                .token_file
+                .as_deref()
+                .context("--remote needs --token-file FILE")?;
+            crate::client::connect_remote(url, ca, token).await?
+        }
+        None => crate::client::connect_or_start(&layout).await?,
+    };
     match cli.command {
         Command::Up { file, name } => up(&mut client, &file, name).await,
         Command::Down { lab } => {
@@ -331,7 +354,7 @@ fn check(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn lab_names(client: &mut OrchestratorClient<Channel>) -> anyhow::Result<Vec<String>> {
+async fn lab_names(client: &mut Client) -> anyhow::Result<Vec<String>> {
     let labs = client
         .list_labs(pb::ListLabsRequest {})
         .await?
@@ -341,10 +364,7 @@ async fn lab_names(client: &mut OrchestratorClient<Channel>) -> anyhow::Result<V
 }
 
 /// The lab given, or the only lab there is.
-async fn pick_lab(
-    client: &mut OrchestratorClient<Channel>,
-    lab: Option<String>,
-) -> anyhow::Result<String> {
+async fn pick_lab(client: &mut Client, lab: Option<String>) -> anyhow::Result<String> {
     if let Some(lab) = lab {
         return Ok(lab);
     }
@@ -356,10 +376,7 @@ async fn pick_lab(
 }
 
 /// Splits "LAB/REST" or takes the only lab for "REST".
-async fn split_target(
-    client: &mut OrchestratorClient<Channel>,
-    target: &str,
-) -> anyhow::Result<(String, String)> {
+async fn split_target(client: &mut Client, target: &str) -> anyhow::Result<(String, String)> {
     match target.split_once('/') {
         Some((lab, rest)) => Ok((lab.to_owned(), rest.to_owned())),
         None => Ok((pick_lab(client, None).await?, target.to_owned())),
@@ -447,11 +464,7 @@ async fn follow(
     }
 }
 
-async fn up(
-    client: &mut OrchestratorClient<Channel>,
-    file: &Path,
-    name: Option<String>,
-) -> anyhow::Result<ExitCode> {
+async fn up(client: &mut Client, file: &Path, name: Option<String>) -> anyhow::Result<ExitCode> {
     let path = file
         .canonicalize()
         .with_context(|| format!("cannot open topology {}", file.display()))?;
@@ -466,7 +479,7 @@ async fn up(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn down(client: &mut OrchestratorClient<Channel>, lab: &str) -> anyhow::Result<ExitCode> {
+async fn down(client: &mut Client, lab: &str) -> anyhow::Result<ExitCode> {
     let mut stream = client
         .destroy(pb::DestroyRequest {
             lab: lab.to_owned(),
@@ -478,7 +491,7 @@ async fn down(client: &mut OrchestratorClient<Channel>, lab: &str) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ls(client: &mut OrchestratorClient<Channel>, json: bool) -> anyhow::Result<ExitCode> {
+async fn ls(client: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
     let labs = client
         .list_labs(pb::ListLabsRequest {})
         .await?
@@ -550,11 +563,7 @@ fn impairment_text(i: Option<&port_pb::Impairment>) -> String {
     parts.join(", ")
 }
 
-async fn inspect(
-    client: &mut OrchestratorClient<Channel>,
-    lab: &str,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+async fn inspect(client: &mut Client, lab: &str, json: bool) -> anyhow::Result<ExitCode> {
     let lab = client
         .inspect_lab(pb::InspectLabRequest {
             lab: lab.to_owned(),
@@ -681,7 +690,7 @@ fn lab_json(lab: &pb::Lab) -> serde_json::Value {
 }
 
 async fn exec(
-    client: &mut OrchestratorClient<Channel>,
+    client: &mut Client,
     lab: &str,
     node: &str,
     argv: Vec<String>,
@@ -758,7 +767,7 @@ async fn exec(
 }
 
 async fn link(
-    client: &mut OrchestratorClient<Channel>,
+    client: &mut Client,
     lab: &str,
     args: &LinkArgs,
     json: bool,
@@ -843,7 +852,7 @@ async fn link(
 }
 
 async fn capture(
-    client: &mut OrchestratorClient<Channel>,
+    client: &mut Client,
     lab: &str,
     target: &str,
     write: Option<&Path>,

@@ -15,8 +15,51 @@ use vbet_proto::vbet::vm::v1 as vm_pb;
 
 use crate::layout::Layout;
 
+/// Adds the bearer token (if any) to every request.
+#[derive(Debug, Clone, Default)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// A connected client of the orchestrator.
-pub type Client = OrchestratorClient<Channel>;
+pub type Client =
+    OrchestratorClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+
+/// Connects to a remote orchestrator over TCP with TLS, checking its
+/// certificate against `ca` and presenting the token in `token_file`.
+pub async fn connect_remote(url: &str, ca: &Path, token_file: &Path) -> anyhow::Result<Client> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let ca = std::fs::read(ca)
+        .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the token {}", token_file.display()))?;
+    let header = format!("Bearer {}", token.trim())
+        .parse()
+        .context("the token holds characters a header cannot carry")?;
+    let channel = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("{url:?} is not a URL"))?
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .context("bad TLS configuration")?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the orchestrator at {url}"))?;
+    Ok(OrchestratorClient::with_interceptor(
+        channel,
+        Auth(Some(header)),
+    ))
+}
 
 /// Connects to the orchestrator, starting one in the background if none
 /// answers (and saying so on stderr).
@@ -24,7 +67,10 @@ pub async fn connect_or_start(layout: &Layout) -> anyhow::Result<Client> {
     use std::os::unix::process::CommandExt;
     let socket = layout.orchestrator_socket();
     if let Ok(channel) = vbet_proto::connect_unix(&socket).await {
-        return Ok(OrchestratorClient::new(channel));
+        return Ok(OrchestratorClient::with_interceptor(
+            channel,
+            Auth::default(),
+        ));
     }
     let exe = std::env::current_exe().context("cannot find vbet's own path")?;
     let orchestrator = exe.with_file_name("orchestrator");
@@ -57,7 +103,10 @@ pub async fn connect_or_start(layout: &Layout) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(channel) = vbet_proto::connect_unix(&socket).await {
-            return Ok(OrchestratorClient::new(channel));
+            return Ok(OrchestratorClient::with_interceptor(
+                channel,
+                Auth::default(),
+            ));
         }
         if Instant::now() >= deadline {
             bail!(

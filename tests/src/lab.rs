@@ -28,6 +28,12 @@ impl LabHost {
     /// Starts an orchestrator in a fresh run root with extra environment
     /// variables (such as `VBET_IMAGE_STORE`).
     pub fn start_with_env(env: &[(&str, &Path)]) -> LabHost {
+        LabHost::start_with(env, &[])
+    }
+
+    /// Starts an orchestrator in a fresh run root with extra environment
+    /// variables and extra flags.
+    pub fn start_with(env: &[(&str, &Path)], flags: &[&str]) -> LabHost {
         let dir = tempfile::Builder::new()
             .prefix("vb")
             .tempdir()
@@ -38,6 +44,7 @@ impl LabHost {
         for (key, value) in env {
             cmd.env(key, value);
         }
+        cmd.args(flags);
         let orchestrator =
             Spawned::start("orchestrator", cmd, &dir.path().join("orchestrator.log"));
         let socket = run_root.join("orchestrator.sock");

@@ -20,6 +20,19 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Also serve the API on TCP (with TLS and a bearer token; all three
+    /// of --tls-cert, --tls-key and --token-file are then required).
+    #[arg(long, value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key", "token_file"])]
+    listen: Option<std::net::SocketAddr>,
+    /// The TLS certificate chain (PEM) for --listen.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM) for --listen.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// A file holding the bearer token TCP clients must present.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -44,12 +57,24 @@ fn main() -> ExitCode {
         run_root: args.run_root,
         tools: None,
     };
+    let tcp = match (args.listen, args.tls_cert, args.tls_key, args.token_file) {
+        (Some(listen), Some(cert), Some(key), Some(token_file)) => {
+            Some(orchestrator::daemon::TcpApi {
+                listen,
+                cert,
+                key,
+                token_file,
+            })
+        }
+        _ => None,
+    };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
             rt.block_on(orchestrator::daemon::run(
                 layout,
                 bin_dir,
+                tcp,
                 switchd::shutdown_signal(),
                 || {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
