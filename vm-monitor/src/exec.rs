@@ -46,6 +46,7 @@ enum Cmd {
         command: String,
     },
     Send(ToInit),
+    Ping(oneshot::Sender<()>),
 }
 
 /// The monitor's handle on the init's channel.
@@ -167,6 +168,16 @@ impl Processes {
             .map_err(|_| ExecError::InitGone)
     }
 
+    /// Whether the init answers a ping within `timeout` (the watchdog).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.tx.send(Cmd::Ping(tx)).await.ok()?;
+            rx.await.ok()
+        };
+        matches!(tokio::time::timeout(timeout, asked).await, Ok(Some(())))
+    }
+
     /// Asks the init to stop everything and exit.
     pub async fn shutdown(&self, grace: Duration) -> Result<(), ExecError> {
         self.tx
@@ -200,12 +211,23 @@ async fn channel_task(
     let mut pending: HashMap<u64, (oneshot::Sender<_>, oneshot::Sender<Exit>, String)> =
         HashMap::new();
     let mut exits: HashMap<i32, oneshot::Sender<Exit>> = HashMap::new();
+    let mut pings: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
+    let mut next_ping = 0u64;
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 None => return,
                 Some(Cmd::Send(msg)) => {
                     if send_msg(&fd, &msg, &[]).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Cmd::Ping(reply)) => {
+                    next_ping += 1;
+                    // Unanswered pings of a hung init are dropped with it.
+                    pings.retain(|_, r| !r.is_closed());
+                    pings.insert(next_ping, reply);
+                    if send_msg(&fd, &ToInit::Ping { seq: next_ping }, &[]).await.is_err() {
                         return;
                     }
                 }
@@ -249,6 +271,11 @@ async fn channel_task(
                             exits.insert(pid, exit);
                             live.lock().expect("not poisoned").insert(pid, command);
                             let _ = reply.send(Ok((pid, fds.pop())));
+                        }
+                    }
+                    FromInit::Pong { seq } => {
+                        if let Some(reply) = pings.remove(&seq) {
+                            let _ = reply.send(());
                         }
                     }
                     FromInit::SpawnFailed { id, error } => {

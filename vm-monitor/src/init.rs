@@ -60,6 +60,11 @@ pub enum ToInit {
         /// Signal number.
         signal: i32,
     },
+    /// Are you alive? (the watchdog); answered with `Pong`.
+    Ping {
+        /// Echoed.
+        seq: u64,
+    },
     /// SIGTERM everything, SIGKILL after `grace_ms`, then exit.
     Shutdown {
         /// Grace time.
@@ -90,6 +95,11 @@ pub enum FromInit {
         id: u64,
         /// Why.
         error: String,
+    },
+    /// The answer to `Ping`.
+    Pong {
+        /// The ping's.
+        seq: u64,
     },
     /// A started process ended.
     Exited {
@@ -436,6 +446,11 @@ fn serve(channel: OwnedFd) -> ! {
                 let target = if *pid == 0 { -1 } else { *pid };
                 if let Ok(sig) = Signal::try_from(*signal) {
                     let _ = nix::sys::signal::kill(Pid::from_raw(target), sig);
+                }
+            }
+            ToInit::Ping { seq } => {
+                if send(&channel, &FromInit::Pong { seq: *seq }, &[]).is_err() {
+                    sys::exit_now(1);
                 }
             }
             ToInit::Shutdown { grace_ms } => {

@@ -65,6 +65,37 @@ pub struct VmSpec {
     /// Clock offsets of the guest (its time namespace).
     #[serde(default)]
     pub clock: ClockSpec,
+    /// Liveness checks of the guest init.
+    #[serde(default)]
+    pub watchdog: WatchdogSpec,
+}
+
+/// The watchdog: every `interval` seconds the monitor pings the guest
+/// init over its channel; an init that does not answer within `timeout`
+/// seconds (and is not frozen) is hung: the monitor kills it, which ends
+/// the VM, and the restart policy decides what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogSpec {
+    /// Seconds between checks; 0 = off (the default).
+    #[serde(default)]
+    pub interval: f64,
+    /// Seconds an answer may take (default 5).
+    #[serde(default = "default_watchdog_timeout")]
+    pub timeout: f64,
+}
+
+fn default_watchdog_timeout() -> f64 {
+    5.0
+}
+
+impl Default for WatchdogSpec {
+    fn default() -> Self {
+        WatchdogSpec {
+            interval: 0.0,
+            timeout: default_watchdog_timeout(),
+        }
+    }
 }
 
 /// The guest's clocks, as offsets from the host's, in seconds (fractions
@@ -423,6 +454,7 @@ impl VmSpec {
             run_dir: None,
             faults: false,
             clock: ClockSpec::default(),
+            watchdog: WatchdogSpec::default(),
         }
     }
 
@@ -477,6 +509,15 @@ impl VmSpec {
     /// Every check that does not need to create anything.
     pub fn validate(&self) -> Result<(), SpecError> {
         check_name("VM name", &self.name)?;
+        let w = &self.watchdog;
+        let interval_ok = (0.0..=86_400.0).contains(&w.interval);
+        let timeout_ok = (0.01..=3600.0).contains(&w.timeout);
+        if !(interval_ok && timeout_ok) {
+            return Err(SpecError::Invalid(format!(
+                "watchdog interval {} s or timeout {} s out of range (0..86400, 0.01..3600)",
+                w.interval, w.timeout
+            )));
+        }
         for (clock, offset) in [
             ("monotonic", self.clock.monotonic),
             ("boottime", self.clock.boottime),

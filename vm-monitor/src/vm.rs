@@ -528,6 +528,13 @@ pub async fn run(
         }
     }
     vm.set_state(pb::VmState::Running);
+    let watchdog = (spec.watchdog.interval > 0.0).then(|| {
+        tokio::spawn(watchdog(
+            vm.clone(),
+            Duration::from_secs_f64(spec.watchdog.interval),
+            Duration::from_secs_f64(spec.watchdog.timeout),
+        ))
+    });
     ready(&vm);
     tracing::info!(vm = %spec.name, lab = %spec.lab, init_pid, "ready");
 
@@ -536,6 +543,9 @@ pub async fn run(
         g = shutdown_rx.wait_for(|s| s.is_some()) => g.ok().and_then(|g| *g),
         _ = init_exit.readable() => None,
     };
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     vm.set_state(pb::VmState::Stopping);
     if let Some(grace) = grace {
         tracing::info!(vm = %spec.name, "shutting down");
@@ -591,6 +601,31 @@ pub async fn run(
     drop(vm.lock.lock().expect("not poisoned").take());
     finish(reaper, errors)?;
     Ok(ended)
+}
+
+/// Pings the guest init every `interval`; kills a hung one (no answer
+/// within `timeout`, not frozen), which ends the VM's run.
+async fn watchdog(vm: Arc<Vm>, interval: Duration, timeout: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let mut state = vm.state.subscribe();
+        if *state.borrow_and_update() != pb::VmState::Running {
+            continue;
+        }
+        if vm.procs.ping(timeout).await {
+            continue;
+        }
+        // Frozen (or thawed, or stopping) meanwhile: not hung.
+        if state.has_changed().unwrap_or(true) {
+            continue;
+        }
+        tracing::error!(vm = %vm.spec.name, ?timeout, "watchdog: the guest init is hung; killing it");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(vm.init_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        return;
+    }
 }
 
 struct Cleanup {

@@ -207,6 +207,37 @@ async fn injected_faults_are_seen_by_guest_programs() {
     assert!(t.elapsed() >= std::time::Duration::from_millis(300));
     remove(&mut client, id).await;
 
+    // A signal: cat gets SIGUSR1 at its third openat (its default action
+    // ends it); a rule for another PID leaves it alone.
+    let id = add(
+        &mut client,
+        pb::FaultRule {
+            syscall: "openat".into(),
+            command: "cat".into(),
+            after: 2,
+            every: 1,
+            signal: libc::SIGUSR1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let other = add(
+        &mut client,
+        pb::FaultRule {
+            syscall: "openat".into(),
+            pid: 99_999,
+            error_number: libc::EIO,
+            ..Default::default()
+        },
+    )
+    .await;
+    let out = exec(&mut client, &["cat", "/tmp/f"]).await;
+    assert_eq!(out.status.signal, libc::SIGUSR1, "{out:?}");
+    remove(&mut client, id).await;
+    let out = exec(&mut client, &["cat", "/tmp/f"]).await;
+    assert_eq!(out.stdout, b"hello\n");
+    remove(&mut client, other).await;
+
     // Bad rules are refused with a reason.
     for (rule, says) in [
         ("nosuch", "unknown syscall"),

@@ -1,0 +1,69 @@
+//! The watchdog: a hung guest init is killed and the VM boots again per
+//! its restart policy; a frozen VM is not hung.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vbet_proto::vbet::vm::v1 as pb;
+use vm_monitor::spec::RestartPolicy;
+
+async fn status(spec: &vm_monitor::spec::VmSpec) -> Option<pb::VmStatus> {
+    let mut client = vm_monitor::client::connect(&spec.api_socket()).await.ok()?;
+    Some(client.status(pb::StatusRequest {}).await.ok()?.into_inner())
+}
+
+#[tokio::test]
+async fn a_hung_init_is_killed_and_the_vm_boots_again() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("t", &unique("wd"), dir.path());
+    spec.restart = RestartPolicy::Always;
+    spec.watchdog.interval = 0.2;
+    spec.watchdog.timeout = 1.0;
+    let (mut vm, mut client) = TestVm::start(spec.clone(), dir.path()).await;
+    let first = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Frozen for longer than interval + timeout: not hung.
+    client.freeze(pb::FreezeRequest {}).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    client.thaw(pb::ThawRequest {}).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.init_pid, first.init_pid, "a frozen VM was restarted");
+
+    // A stopped init does not answer: killed, and the VM boots again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.init_pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = status(&spec).await {
+            if s.init_pid != first.init_pid && s.state == pb::VmState::Running as i32 {
+                assert_eq!(s.monitor_pid, first.monitor_pid);
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the VM did not boot again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join(format!("{}.log", spec.name))).unwrap();
+    assert!(log.contains("watchdog: the guest init is hung"), "{log}");
+    vm.stop();
+}
