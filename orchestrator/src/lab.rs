@@ -511,6 +511,31 @@ impl Orchestrator {
         if let Some(e) = failure {
             return Err(e);
         }
+        // Switch-to-switch cables are up when every uplink is plugged in.
+        for s in plan.switches.iter().filter(|s| !s.uplinks.is_empty()) {
+            let deadline = Instant::now() + SWITCH_START;
+            loop {
+                let plugged = switch_ports(&s.api())
+                    .await
+                    .map(|ports| {
+                        ports
+                            .iter()
+                            .filter(|p| p.description.starts_with("uplink to"))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                if plugged >= s.uplinks.len() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(LabError::Component {
+                        component: format!("{} {}", s.kind_name(), s.name),
+                        reason: format!("its uplinks did not plug in within {SWITCH_START:?}"),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
 
         let started = join_all(plan.vms.iter().map(|v| self.start_vm(lab, v, progress))).await;
         for result in started {
@@ -560,6 +585,9 @@ impl Orchestrator {
         ];
         if let Some(max) = s.max_ports {
             args.extend(["--max-ports".to_owned(), max.to_string()]);
+        }
+        for uplink in &s.uplinks {
+            args.extend(["--uplink".to_owned(), uplink.display().to_string()]);
         }
         let pid = spawn_detached(&self.binary(s.binary()), &args, &log)
             .map_err(|e| (None, fail(format!("cannot start {}: {e}", s.binary()))))?;
@@ -861,6 +889,10 @@ impl Orchestrator {
                     .map(|v| (v, nic))
             })
             .collect();
+        if ends.is_empty() {
+            self.apply_to_trunk(record, &cable, state, impairment)
+                .await?;
+        }
         // A cable between two VMs is impaired once per direction, at each
         // sender; a cable to a switch at the VM end, both ways.
         let both_ways = ends.len() == 1;
@@ -899,6 +931,56 @@ impl Orchestrator {
             stored.rate_bps = i.rate_bps;
         }
         Ok(())
+    }
+
+    /// Applies a state and impairments to a switch-to-switch cable: on the
+    /// uplink port of the switch that plugs into the other, both ways.
+    async fn apply_to_trunk(
+        &self,
+        record: &LabRecord,
+        cable: &CableRecord,
+        state: Option<port_pb::LinkState>,
+        impairment: Option<port_pb::Impairment>,
+    ) -> Result<(), LabError> {
+        let device = |end: &str| {
+            end.rsplit_once(':')
+                .map(|(d, _)| d.to_owned())
+                .unwrap_or_default()
+        };
+        let (a, b) = (device(&cable.a), device(&cable.b));
+        let find = |name: &str| record.switches.iter().find(|s| s.name == name);
+        let (Some(sa), Some(sb)) = (find(&a), find(&b)) else {
+            return Ok(());
+        };
+        let fail = |reason: String| LabError::Component {
+            component: format!("cable {}", cable.label),
+            reason,
+        };
+        for (from, to) in [(sa, sb), (sb, sa)] {
+            let wanted = format!("uplink to {}", to.dir.join("ctl").display());
+            let api = from.dir.join("api");
+            let Ok(ports) = switch_ports(&api).await else {
+                continue;
+            };
+            let Some(port) = ports.iter().find(|p| p.description == wanted) else {
+                continue;
+            };
+            let channel = vbet_proto::connect_unix(&api)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            SwitchClient::new(channel)
+                .set_port(sw_pb::SetPortRequest {
+                    id: port.id,
+                    state: state.map(|s| s as i32),
+                    ingress: impairment,
+                    egress: impairment,
+                    vlan: None,
+                })
+                .await
+                .map_err(|e| fail(e.message().to_owned()))?;
+            return Ok(());
+        }
+        Err(fail("no uplink port found for it".into()))
     }
 
     /// The API socket of node `node` of lab `lab`, and the NIC a target
@@ -1143,6 +1225,17 @@ async fn vm_status(api: &Path) -> Result<vm_pb::VmStatus, tonic::Status> {
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     Ok(client.status(vm_pb::StatusRequest {}).await?.into_inner())
+}
+
+async fn switch_ports(api: &Path) -> Result<Vec<sw_pb::Port>, tonic::Status> {
+    let channel = vbet_proto::connect_unix(api)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(SwitchClient::new(channel)
+        .list_ports(sw_pb::ListPortsRequest {})
+        .await?
+        .into_inner()
+        .ports)
 }
 
 async fn switch_info(api: &Path) -> Result<sw_pb::SwitchInfo, tonic::Status> {

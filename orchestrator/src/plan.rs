@@ -26,6 +26,9 @@ pub struct SwitchPlan {
     pub dir: PathBuf,
     /// The most ports it may have.
     pub max_ports: Option<u32>,
+    /// Control sockets of the switches it plugs into (switch-to-switch
+    /// cables; the later switch of each pair plugs into the earlier).
+    pub uplinks: Vec<PathBuf>,
 }
 
 impl SwitchPlan {
@@ -111,9 +114,11 @@ pub struct Plan {
 /// Why a topology cannot be deployed as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// Two switches joined directly.
-    #[error("cable {0} joins two switches; switch-to-switch trunks are not supported yet")]
-    SwitchToSwitch(String),
+    /// Switches joined in a loop (no spanning tree: frames would circle).
+    #[error(
+        "cable {0} closes a loop of switches; vBET switches run no spanning tree, so frames would circle forever — remove one cable of the loop"
+    )]
+    SwitchLoop(String),
     /// An image that is neither `host` nor in the image store.
     #[error(
         "node {node}: image {image:?} is not in the image store ({reason}); build it with `rootfs-tool build {image} --from busybox` or use image \"host\""
@@ -153,7 +158,7 @@ pub enum PlanError {
 
 /// Plans lab `lab` from `topo` (already validated by the topology crate).
 pub fn plan(topo: &Topology, lab: &str, layout: &Layout) -> Result<Plan, PlanError> {
-    let switches: Vec<SwitchPlan> = topo
+    let mut switches: Vec<SwitchPlan> = topo
         .switches
         .iter()
         .map(|s| SwitchPlan {
@@ -161,12 +166,32 @@ pub fn plan(topo: &Topology, lab: &str, layout: &Layout) -> Result<Plan, PlanErr
             kind: s.kind,
             dir: layout.switch_dir(lab, &s.name),
             max_ports: s.max_ports,
+            uplinks: Vec::new(),
         })
         .collect();
-    for cable in &topo.cables {
-        if topo.switch(&cable.a.device).is_some() && topo.switch(&cable.b.device).is_some() {
-            return Err(PlanError::SwitchToSwitch(cable.label()));
+    // Switch-to-switch cables: the later switch plugs into the earlier;
+    // a cable that joins two switches already joined closes a loop.
+    let index = |name: &str| topo.switches.iter().position(|s| s.name == name);
+    let mut group: Vec<usize> = (0..topo.switches.len()).collect();
+    fn root(group: &mut [usize], mut i: usize) -> usize {
+        while group[i] != i {
+            group[i] = group[group[i]];
+            i = group[i];
         }
+        i
+    }
+    for cable in &topo.cables {
+        let (Some(a), Some(b)) = (index(&cable.a.device), index(&cable.b.device)) else {
+            continue;
+        };
+        let (ra, rb) = (root(&mut group, a), root(&mut group, b));
+        if ra == rb {
+            return Err(PlanError::SwitchLoop(cable.label()));
+        }
+        group[ra] = rb;
+        let (first, later) = (a.min(b), a.max(b));
+        let ctl = switches[first].ctl();
+        switches[later].uplinks.push(ctl);
     }
     let vms = topo
         .nodes

@@ -44,6 +44,11 @@ pub struct Args {
     /// Log format: plain lines (journald friendly) or JSON [default: plain].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Plug into another switch's control socket (or directory) as a
+    /// client: a switch-to-switch cable. Repeatable; reconnects when the
+    /// other switch restarts.
+    #[arg(long, value_name = "CTL")]
+    pub uplink: Vec<PathBuf>,
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -84,6 +89,9 @@ pub struct Config {
     pub socket_mode: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Other switches this one plugs into.
+    #[serde(default)]
+    pub uplinks: Vec<PathBuf>,
 }
 
 /// A configuration that cannot be used.
@@ -143,7 +151,8 @@ impl Config {
         if merged.get_string("ctl").is_err() {
             return Err(ConfigError::NoControlSocket);
         }
-        let config: Config = merged.try_deserialize()?;
+        let mut config: Config = merged.try_deserialize()?;
+        config.uplinks.extend(args.uplink.iter().cloned());
         config.socket_mode()?;
         if config.max_ports == 0 {
             return Err(ConfigError::Zero("max_ports"));

@@ -71,6 +71,11 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ports = tokio::spawn(accept_ports(fabric.clone(), ctl, stop_rx.clone()));
+    let uplinks: Vec<_> = config
+        .uplinks
+        .iter()
+        .map(|target| tokio::spawn(uplink(fabric.clone(), target.clone(), stop_rx.clone())))
+        .collect();
     let server = api.as_ref().map(|api| {
         tokio::spawn(serve_api(
             api.take_listener(),
@@ -90,6 +95,9 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = ports.await;
+    for task in uplinks {
+        let _ = task.await;
+    }
     service.stop_file_captures().await;
     fabric.remove_all();
     if let Some(server) = server {
@@ -186,6 +194,53 @@ async fn accept_ports(
             },
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Keeps a port plugged into the switch at `target`, plugging in again
+/// (backing off up to a second) whenever that switch is not there.
+async fn uplink(
+    fabric: Arc<Fabric>,
+    target: PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_millis(20);
+    loop {
+        let path = target.clone();
+        let connected = tokio::select! {
+            c = tokio::task::spawn_blocking(move || vbet_port::client::connect(&path)) => c,
+            _ = stop.changed() => return,
+        };
+        match connected {
+            Ok(Ok(client)) => match fabric.add_uplink(client) {
+                Ok((port, mut ctl)) => {
+                    wait = Duration::from_millis(20);
+                    tracing::info!(port = port.id, target = %target.display(), "uplink plugged in");
+                    let mut byte = [0u8; 1];
+                    tokio::select! {
+                        _ = tokio::io::AsyncReadExt::read(&mut ctl, &mut byte) => {}
+                        _ = stop.changed() => {
+                            fabric.remove_port(port.id);
+                            return;
+                        }
+                    }
+                    tracing::warn!(target = %target.display(), "the uplink's switch went away");
+                    fabric.remove_port(port.id);
+                }
+                Err(e) => {
+                    tracing::warn!(target = %target.display(), error = %e, "cannot add the uplink")
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::debug!(target = %target.display(), error = %e, "uplink not plugged in yet")
+            }
+            Err(_) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -75,7 +75,7 @@ pub struct SwitchPort {
     pub link: PortLink,
     /// 802.1Q configuration.
     pub vlan: RwLock<VlanConfig>,
-    data_path: PathBuf,
+    data_path: Option<PathBuf>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -234,6 +234,28 @@ impl Fabric {
         size_buffers(&data, DATA_BUFFER_BYTES);
         let data = Arc::new(UnixDatagram::from_std(data).map_err(data_err)?);
 
+        let port = self.attach(
+            id,
+            peer,
+            request.description.clone(),
+            request.data_addr,
+            data,
+            Some(data_path),
+        );
+        Ok((port, reply))
+    }
+
+    /// Makes port `id` of a connected data socket and starts moving its
+    /// frames.
+    fn attach(
+        self: &Arc<Self>,
+        id: PortId,
+        peer: PeerCred,
+        description: String,
+        peer_addr: RawSockAddr,
+        data: Arc<UnixDatagram>,
+        data_path: Option<PathBuf>,
+    ) -> Arc<SwitchPort> {
         let counters: Arc<Counters> = Arc::default();
         let inbound: Sink = {
             let fabric = Arc::downgrade(self);
@@ -251,8 +273,8 @@ impl Fabric {
         let port = Arc::new(SwitchPort {
             id,
             peer,
-            description: request.description.clone(),
-            peer_addr: request.data_addr,
+            description,
+            peer_addr,
             connected: Instant::now(),
             link: PortLink::new(counters, inbound, outbound),
             vlan: RwLock::default(),
@@ -268,7 +290,37 @@ impl Fabric {
             .lock()
             .expect("tasks poisoned")
             .push(receive.abort_handle());
-        Ok((port, reply))
+        port
+    }
+
+    /// Plugs this switch into another one as a client (a switch-to-switch
+    /// cable, "uplink"): the other switch's port becomes a port here.
+    pub fn add_uplink(
+        self: &Arc<Self>,
+        client: vbet_port::client::ClientPort,
+    ) -> Result<(Arc<SwitchPort>, UnixStream), PortError> {
+        let id = self
+            .free_id(None)
+            .ok_or(PortError::Exhausted(self.config.max_ports))?;
+        let data_err = |source| PortError::DataSocket {
+            path: client.ctl_path.clone(),
+            source,
+        };
+        client.data.set_nonblocking(true).map_err(data_err)?;
+        client.ctl.set_nonblocking(true).map_err(data_err)?;
+        size_buffers(&client.data, DATA_BUFFER_BYTES);
+        let data = Arc::new(UnixDatagram::from_std(client.data).map_err(data_err)?);
+        let ctl = UnixStream::from_std(client.ctl).map_err(data_err)?;
+        let description = format!("uplink to {}", client.ctl_path.display());
+        let port = self.attach(
+            id,
+            PeerCred::default(),
+            description,
+            client.switch_addr,
+            data,
+            None,
+        );
+        Ok((port, ctl))
     }
 
     /// Keeps port `id` as long as its control connection stays open.
@@ -295,7 +347,9 @@ impl Fabric {
             &mut self.retired.lock().expect("totals poisoned"),
             &port.link.counters().snapshot(),
         );
-        let _ = std::fs::remove_file(&port.data_path);
+        if let Some(path) = &port.data_path {
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!(port = id, "port closed");
     }
 

@@ -421,3 +421,93 @@ fn a_killed_node_is_reported_and_started_again_by_its_restart_policy() {
         host.lab_processes()
     );
 }
+
+#[test]
+fn switches_joined_by_cables_carry_traffic_and_a_loop_is_refused() {
+    if !require(&["ping"]) {
+        return;
+    }
+    let host = LabHost::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trunks.vbet");
+    std::fs::write(
+        &file,
+        "core = alloc(switch)\n\
+         for s in 1..3 {\n\
+           edge${s} = alloc(switch)\n\
+           link(NIC(edge${s}), NIC(core), delay = \"10ms\")\n\
+           h${s} = attach(alloc(host), alloc(NIC, addr = \"10.80.0.${s}/24\"))\n\
+           link(edge${s}, h${s})\n\
+         }\n",
+    )
+    .unwrap();
+    let lab = unique_name("tr");
+    host.vbet_ok(&["up", file.to_str().unwrap(), "--name", &lab]);
+    // h1 -> edge1 -> core -> edge3 -> h3: two trunks, 10 ms each way each.
+    let out = host.vbet_ok(&[
+        "exec",
+        &format!("{lab}/h1"),
+        "--",
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "10.80.0.3",
+    ]);
+    let min: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rtt in {out}"));
+    assert!(min >= 40.0, "two impaired trunks, but min RTT {min} ms");
+    host.vbet_ok(&["link", "--lab", &lab, "edge3 core", "down"]);
+    let cut = host.vbet(&[
+        "exec",
+        &format!("{lab}/h1"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.80.0.3",
+    ]);
+    assert!(
+        !cut.status.success(),
+        "traffic crossed a trunk that is down"
+    );
+    host.vbet_ok(&["link", "--lab", &lab, "edge3 core", "up"]);
+    host.vbet_ok(&[
+        "exec",
+        &format!("{lab}/h1"),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.80.0.3",
+    ]);
+    host.vbet_ok(&["down", &lab]);
+
+    let looped = dir.path().join("loop.vbet");
+    std::fs::write(
+        &looped,
+        "a = alloc(switch)\nb = alloc(switch)\nlink(NIC(a), NIC(b))\nlink(NIC(a), NIC(b))\n",
+    )
+    .unwrap();
+    let out = host.vbet(&["up", looped.to_str().unwrap(), "--name", "loop"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("loop"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        host.lab_processes().is_empty(),
+        "left running: {:?}",
+        host.lab_processes()
+    );
+}
