@@ -90,6 +90,9 @@ pub struct RunArgs {
     /// Command line started once the VM is up (repeatable).
     #[arg(long = "cmd")]
     pub commands: Vec<String>,
+    /// Allow syscall fault rules at run time (`faults = true`).
+    #[arg(long)]
+    pub faults: bool,
     /// Print the merged spec as TOML and exit.
     #[arg(long)]
     pub show_config: bool,
@@ -142,6 +145,9 @@ impl RunArgs {
             spec.run_dir = Some(v.clone());
         }
         spec.commands.extend(self.commands.iter().cloned());
+        if self.faults {
+            spec.faults = true;
+        }
         Ok(spec)
     }
 }
