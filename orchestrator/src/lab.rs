@@ -17,7 +17,9 @@ use vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient;
 
 use crate::layout::{Layout, check_lab_name};
 use crate::plan::{CablePlan, Plan, PlanError, Readiness, SwitchPlan, VmPlan, plan};
-use crate::process::{is_alive, is_ours, log_tail, spawn_detached, terminate, wait_gone};
+use crate::process::{
+    is_alive, is_ours, log_tail, spawn_detached, spawn_detached_with, terminate, wait_gone,
+};
 use crate::state::{CableRecord, LabRecord, LabState, SwitchRecord, VmRecord};
 
 /// How long a switch may take to serve its API.
@@ -665,7 +667,17 @@ impl Orchestrator {
             "--spec".to_owned(),
             spec_path.display().to_string(),
         ];
-        let pid = spawn_detached(&self.binary("vm-monitor"), &args, &log)
+        // The monitor says READY=1 (sd_notify) once the VM is up: wait for
+        // that on a socket of our own rather than polling its API.
+        let notify_path = self
+            .layout
+            .lab_dir(lab)
+            .join("specs")
+            .join(format!("{name}.notify"));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = tokio::net::UnixDatagram::bind(&notify_path).ok();
+        let env = [("NOTIFY_SOCKET", notify_path.display().to_string())];
+        let pid = spawn_detached_with(&self.binary("vm-monitor"), &args, &log, &env)
             .map_err(|e| (None, fail(format!("cannot start vm-monitor: {e}"))))?;
         let rec = VmRecord {
             name: name.clone(),
@@ -680,8 +692,29 @@ impl Orchestrator {
         };
         let result = async {
             let deadline = Instant::now() + VM_START;
+            let mut buf = [0u8; 256];
+            let mut polls = 0u32;
             loop {
-                if let Ok(status) = vm_status(&v.api).await
+                let ready = match &notify {
+                    Some(sock) => tokio::select! {
+                        got = sock.recv(&mut buf) => got.is_ok_and(|n| {
+                            String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1")
+                        }),
+                        () = tokio::time::sleep(Duration::from_millis(100)) => false,
+                    },
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        false
+                    }
+                };
+                if ready {
+                    break;
+                }
+                // Now and then (or always, without a notify socket) ask the
+                // monitor itself.
+                polls += 1;
+                if (notify.is_none() || polls % 5 == 0)
+                    && let Ok(status) = vm_status(&v.api).await
                     && status.state == vm_pb::VmState::Running as i32
                 {
                     break;
@@ -692,8 +725,9 @@ impl Orchestrator {
                 if Instant::now() >= deadline {
                     return Err(fail(format!("did not boot within {VM_START:?}")));
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            drop(notify);
+            let _ = std::fs::remove_file(&notify_path);
             for check in &v.readiness {
                 wait_ready(&v.api, check)
                     .await

@@ -13,6 +13,16 @@ use nix::unistd::Pid;
 /// by a background task while this process lives; after that it is
 /// re-parented and lives on. Returns its PID.
 pub fn spawn_detached(program: &Path, args: &[String], log: &Path) -> std::io::Result<u32> {
+    spawn_detached_with(program, args, log, &[])
+}
+
+/// [`spawn_detached`] with extra environment variables.
+pub fn spawn_detached_with(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    env: &[(&str, String)],
+) -> std::io::Result<u32> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -23,6 +33,7 @@ pub fn spawn_detached(program: &Path, args: &[String], log: &Path) -> std::io::R
     let err = out.try_clone()?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
