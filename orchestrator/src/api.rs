@@ -30,6 +30,30 @@ impl OrchestratorService {
     }
 }
 
+impl OrchestratorService {
+    /// A client of the monitor of a node.
+    async fn monitor(
+        &self,
+        node: Option<&pb::NodeRef>,
+    ) -> Result<
+        vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<tonic::transport::Channel>,
+        Status,
+    > {
+        let node = node.ok_or_else(|| Status::invalid_argument("name the lab and the node"))?;
+        let api = self
+            .inner
+            .node_api(&node.lab, &node.node)
+            .await
+            .map_err(status)?;
+        vm_monitor::client::connect(&api).await.map_err(|e| {
+            Status::unavailable(format!(
+                "node {}: its monitor does not answer: {e}",
+                node.node
+            ))
+        })
+    }
+}
+
 fn status(e: LabError) -> Status {
     let message = e.to_string();
     match e {
@@ -204,6 +228,62 @@ impl Service for OrchestratorService {
             .events((!lab.is_empty()).then_some(lab.as_str()))
             .await;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+
+    async fn add_fault(
+        &self,
+        request: Request<pb::AddFaultRequest>,
+    ) -> Result<Response<vm_pb::FaultRule>, Status> {
+        let req = request.into_inner();
+        let mut client = self.monitor(req.node.as_ref()).await?;
+        let rule = client
+            .add_fault(vm_pb::AddFaultRequest { rule: req.rule })
+            .await?
+            .into_inner();
+        if let Some(node) = &req.node {
+            self.inner.emit(
+                &node.lab,
+                &node.node,
+                "fault",
+                &format!("rule {} added: {}", rule.id, rule.syscall),
+            );
+        }
+        Ok(Response::new(rule))
+    }
+
+    async fn list_faults(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<vm_pb::ListFaultsReply>, Status> {
+        let node = request.into_inner();
+        let mut client = self.monitor(Some(&node)).await?;
+        Ok(Response::new(
+            client
+                .list_faults(vm_pb::ListFaultsRequest {})
+                .await?
+                .into_inner(),
+        ))
+    }
+
+    async fn remove_fault(
+        &self,
+        request: Request<pb::RemoveFaultRequest>,
+    ) -> Result<Response<vm_pb::RemoveFaultReply>, Status> {
+        let req = request.into_inner();
+        let mut client = self.monitor(req.node.as_ref()).await?;
+        let reply = client
+            .remove_fault(vm_pb::RemoveFaultRequest { id: req.id })
+            .await?
+            .into_inner();
+        if let Some(node) = &req.node {
+            self.inner.emit(
+                &node.lab,
+                &node.node,
+                "fault",
+                &format!("rule {} removed", req.id),
+            );
+        }
+        Ok(Response::new(reply))
     }
 
     type CaptureStream = BoxStream<port_pb::PcapChunk>;

@@ -83,6 +83,10 @@ pub enum Command {
         #[arg(last = true)]
         argv: Vec<String>,
     },
+    /// Syscall fault rules of a node: add, ls, rm (the node needs
+    /// `faults = "on"` in the topology).
+    #[command(subcommand)]
+    Fault(FaultCommand),
     /// Change a cable: up, down, blackhole, impair or flap.
     Link(LinkArgs),
     /// Stream a NIC's frames as pcap (to stdout unless -w).
@@ -126,6 +130,31 @@ pub enum Command {
     Completions {
         /// bash, zsh, fish, …
         shell: clap_complete::Shell,
+    },
+}
+
+/// `vbet fault`.
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Add a rule; prints its id.
+    Add {
+        /// LAB/NODE, or NODE when there is only one lab.
+        node: String,
+        /// The rule.
+        #[command(flatten)]
+        rule: vm_monitor::cli::FaultAdd,
+    },
+    /// List a node's rules with their counters.
+    Ls {
+        /// LAB/NODE, or NODE when there is only one lab.
+        node: String,
+    },
+    /// Remove a rule.
+    Rm {
+        /// LAB/NODE, or NODE when there is only one lab.
+        node: String,
+        /// The rule's id.
+        id: u64,
     },
 }
 
@@ -245,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (lab, node) = split_target(&mut client, &node).await?;
             crate::shell::run(&mut client, &lab, &node, argv).await
         }
+        Command::Fault(command) => fault(&mut client, command, cli.json).await,
         Command::Link(args) => {
             let lab = pick_lab(&mut client, args.lab.clone()).await?;
             link(&mut client, &lab, &args, cli.json).await
@@ -879,6 +909,108 @@ async fn capture(
             .is_err()
         {
             break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fault(client: &mut Client, command: FaultCommand, json: bool) -> anyhow::Result<ExitCode> {
+    let node_ref = async |client: &mut Client, target: &str| -> anyhow::Result<pb::NodeRef> {
+        let (lab, node) = split_target(client, target).await?;
+        Ok(pb::NodeRef { lab, node })
+    };
+    match command {
+        FaultCommand::Add { node, rule } => {
+            let node = node_ref(client, &node).await?;
+            let rule = rule.rule()?;
+            let added = client
+                .add_fault(pb::AddFaultRequest {
+                    node: Some(node),
+                    rule: Some(rule),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            println!("{}", added.id);
+        }
+        FaultCommand::Ls { node } => {
+            let node = node_ref(client, &node).await?;
+            let list = client
+                .list_faults(node)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            if json {
+                let rules: Vec<serde_json::Value> = list
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({"id": r.id, "syscall": r.syscall, "command": r.command,
+                            "pid": r.pid, "probability": r.probability, "every": r.every,
+                            "after": r.after, "duration_ms": r.duration_ms, "errno": r.error_number,
+                            "delay_ms": r.delay_ms, "signal": r.signal, "matched": r.matched,
+                            "fired": r.fired})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"rules": rules, "faultable": list.faultable})
+                );
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.syscall.clone(),
+                            if r.command.is_empty() {
+                                "*".into()
+                            } else {
+                                r.command.clone()
+                            },
+                            r.probability
+                                .map_or("always".into(), |p| format!("{:.0}%", p * 100.0)),
+                            if r.error_number != 0 {
+                                vm_monitor::fault::errno_name(r.error_number)
+                            } else {
+                                String::new()
+                            },
+                            if r.delay_ms != 0 {
+                                format!("{} ms", r.delay_ms)
+                            } else {
+                                String::new()
+                            },
+                            format!("{}/{}", r.fired, r.matched),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "ID",
+                        "SYSCALL",
+                        "COMMAND",
+                        "WHEN",
+                        "ERRNO",
+                        "DELAY",
+                        "FIRED/MATCHED",
+                    ],
+                    &rows,
+                );
+                if list.faultable.is_empty() {
+                    println!("(faults are off on this node: set faults = \"on\" in the topology)");
+                }
+            }
+        }
+        FaultCommand::Rm { node, id } => {
+            let node = node_ref(client, &node).await?;
+            client
+                .remove_fault(pb::RemoveFaultRequest {
+                    node: Some(node),
+                    id,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
         }
     }
     Ok(ExitCode::SUCCESS)

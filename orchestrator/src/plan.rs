@@ -217,6 +217,7 @@ fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<V
         cpus: node.cpus,
         pids: None,
     };
+    spec.faults = node.faults;
     spec.restart = match node.restart {
         None | Some(model::Restart::No) => RestartPolicy::Never,
         Some(model::Restart::OnFailure) => RestartPolicy::OnFailure,

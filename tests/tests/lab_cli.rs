@@ -511,3 +511,72 @@ fn switches_joined_by_cables_carry_traffic_and_a_loop_is_refused() {
         host.lab_processes()
     );
 }
+
+#[test]
+fn fault_rules_pass_through_vbet_to_the_node() {
+    if !require(&["cat", "head"]) {
+        return;
+    }
+    let host = LabHost::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("faults.vbet");
+    std::fs::write(
+        &file,
+        "a = attach(alloc(host), alloc(NIC))\nb = attach(alloc(host), alloc(NIC))\nset(a, faults = \"on\")\n",
+    )
+    .unwrap();
+    let lab = unique_name("ft");
+    host.vbet_ok(&["up", file.to_str().unwrap(), "--name", &lab]);
+    let a = format!("{lab}/a");
+    let id = host.vbet_ok(&[
+        "fault",
+        "add",
+        &a,
+        "--syscall",
+        "openat",
+        "--command",
+        "cat",
+        "--errno",
+        "EIO",
+    ]);
+    let id = id.trim().to_owned();
+    let cat = host.vbet(&["exec", &a, "--", "cat", "/etc/hostname"]);
+    assert!(!cat.status.success(), "cat was not faulted");
+    assert!(
+        String::from_utf8_lossy(&cat.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert_eq!(
+        host.vbet_ok(&["exec", &a, "--", "head", "-1", "/etc/hostname"])
+            .trim(),
+        "a",
+        "head was faulted too"
+    );
+    let ls = host.vbet_ok(&["fault", "ls", &a, "--json"]);
+    assert!(
+        ls.contains("\"openat\"") && !ls.contains("\"fired\":0"),
+        "{ls}"
+    );
+    host.vbet_ok(&["fault", "rm", &a, &id]);
+    assert_eq!(
+        host.vbet_ok(&["exec", &a, "--", "cat", "/etc/hostname"])
+            .trim(),
+        "a"
+    );
+    // A node without faults = "on" refuses rules.
+    let refused = host.vbet(&[
+        "fault",
+        "add",
+        &format!("{lab}/b"),
+        "--syscall",
+        "openat",
+        "--errno",
+        "EIO",
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a rule was set on a node without faults"
+    );
+    host.vbet_ok(&["down", &lab]);
+}

@@ -155,6 +155,10 @@ pub struct Node {
     /// What to do when the VM stops or hangs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// Whether syscall fault rules may be set on the node at run time
+    /// (`faults = "on"`; its monitor then traps the faultable syscalls).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub faults: bool,
     /// Kernel parameters set at boot (`net.ipv4.ip_forward = "1"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, String>,

@@ -231,6 +231,9 @@ fn node(out: &mut String, n: &Node) {
         &n.restart,
     );
     a.opt("host", &n.host);
+    if n.faults {
+        a.add("faults", quote("on"));
+    }
     if !n.hostfs.is_empty() {
         a.add(
             "hostfs",

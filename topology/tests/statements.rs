@@ -257,3 +257,20 @@ fn comments_semicolons_and_aliases() {
     assert_eq!(t.nodes[0].name, "a");
     assert_eq!(t.nodes[0].image.as_deref(), Some("x"));
 }
+
+#[test]
+fn faults_attribute_turns_fault_rules_on_and_prints_back() {
+    let t = load("a = attach(alloc(host), alloc(NIC))\nb = alloc(host)\nset(a, faults = \"on\")\n");
+    assert!(t.node("a").unwrap().faults);
+    assert!(!t.node("b").unwrap().faults);
+    let printed = vbet_topology::to_vbet(&t);
+    assert!(printed.contains("faults=\"on\""), "{printed}");
+    let again = load(&printed);
+    assert!(again.node("a").unwrap().faults);
+    let bad = load_str(
+        "a = alloc(host)\nset(a, faults = \"maybe\")\n",
+        Path::new("/nonexistent/t.vbet"),
+        Format::Vbet,
+    );
+    assert!(bad.unwrap_err().render(false).contains("\"on\" or \"off\""));
+}

@@ -159,6 +159,15 @@ impl Eval<'_> {
                         _ => unknown(self, SWITCH_ATTRS, "a switch"),
                     },
                     DeviceBody::Node(n) => match key {
+                        "faults" => match v {
+                            Value::Str(f) if f == "on" => n.faults = true,
+                            Value::Str(f) if f == "off" => n.faults = false,
+                            other => self.bad(
+                                "faults",
+                                format!("expected \"on\" or \"off\", found {}", other.describe()),
+                                vspan,
+                            ),
+                        },
                         "host" => match v {
                             Value::Str(h) => n.host = Some(h),
                             other => self.bad(

@@ -42,7 +42,7 @@ pub const BUILTIN_KINDS: &[&str] = &[
 
 /// Attributes of each kind of target.
 pub const NODE_ATTRS: &[&str] = &[
-    "image", "packages", "memory", "cpus", "restart", "host", "hostfs", "gateway", "nics",
+    "image", "packages", "memory", "cpus", "restart", "host", "hostfs", "gateway", "nics", "faults",
 ];
 /// Attributes of a switch or hub.
 pub const SWITCH_ATTRS: &[&str] = &["ports", "host", "nics"];
