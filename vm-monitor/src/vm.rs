@@ -437,7 +437,7 @@ pub async fn run(
     let (events, _) = broadcast::channel(256);
     let rules: crate::fault::SharedRules =
         Arc::new(Mutex::new(crate::fault::Rules::new(spec.faults)));
-    let (setup_tx, setup_rx) = tokio::sync::oneshot::channel();
+    let (setup_tx, mut setup_rx) = tokio::sync::oneshot::channel();
     let procs =
         Processes::start(channel, setup_tx, events.clone()).map_err(io_err("init channel"))?;
 
@@ -449,8 +449,19 @@ pub async fn run(
         reaped: false,
     };
     let booting = async {
-        let netns = File::open(format!("/proc/{init_pid}/ns/net"))
-            .map_err(io_err("opening the guest's network namespace"))?;
+        let netns = match File::open(format!("/proc/{init_pid}/ns/net")) {
+            Ok(f) => f,
+            Err(e) => {
+                // The init may already have died of a failed setup: its
+                // reason is the one to give.
+                if let Ok(Ok(Err(reason))) =
+                    tokio::time::timeout(Duration::from_secs(5), &mut setup_rx).await
+                {
+                    return Err(VmError::Guest(reason));
+                }
+                return Err(io_err("opening the guest's network namespace")(e));
+            }
+        };
         let nics_plan = nic::plan(&spec);
         let routes = spec.routes.clone();
         let taps = tokio::task::spawn_blocking(move || {
@@ -465,7 +476,7 @@ pub async fn run(
         for tap in taps {
             nics.push(nic::start(tap, events.clone()).await?);
         }
-        match tokio::time::timeout(Duration::from_secs(60), setup_rx).await {
+        match tokio::time::timeout(Duration::from_secs(60), &mut setup_rx).await {
             Ok(Ok(Ok(listener))) => match (listener, spec.faults) {
                 (Some(l), true) => {
                     crate::fault::supervise(l, rules.clone(), init_pid as u32)
