@@ -23,7 +23,7 @@ async fn a_hung_init_is_killed_and_the_vm_boots_again() {
     let mut spec = spec("t", &unique("wd"), dir.path());
     spec.restart = RestartPolicy::Always;
     spec.watchdog.interval = 0.2;
-    spec.watchdog.timeout = 1.0;
+    spec.watchdog.timeout = 1.5;
     let (mut vm, mut client) = TestVm::start(spec.clone(), dir.path()).await;
     let first = client
         .status(pb::StatusRequest {})
@@ -33,7 +33,7 @@ async fn a_hung_init_is_killed_and_the_vm_boots_again() {
 
     // Frozen for longer than interval + timeout: not hung.
     client.freeze(pb::FreezeRequest {}).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     client.thaw(pb::ThawRequest {}).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let now = client
