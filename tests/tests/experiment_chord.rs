@@ -7,6 +7,15 @@ use vbet_tests::{require, unique_name};
 
 #[test]
 fn chord_lookups_succeed_in_log_n_hops_through_churn() {
+    chord_experiment("kill");
+}
+
+#[test]
+fn chord_survives_peers_silenced_by_fault_injection() {
+    chord_experiment("fault");
+}
+
+fn chord_experiment(churn_with: &str) {
     if !require(&["pkill", "setsid"]) {
         return;
     }
@@ -27,6 +36,8 @@ fn chord_lookups_succeed_in_log_n_hops_through_churn() {
         "100",
         "--churn",
         "0.25",
+        "--churn-with",
+        churn_with,
         "--results",
         results.path().to_str().unwrap(),
     ]);

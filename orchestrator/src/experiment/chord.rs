@@ -41,6 +41,11 @@ pub struct Params {
     /// Share of the peers killed in the churn phase (0 = no churn).
     #[arg(long, default_value_t = 0.25)]
     pub churn: f64,
+    /// How churned peers fail: killed (and started again), or silenced
+    /// by the monitor's fault injection (every sendto in the VM fails
+    /// with EPERM; the rule is removed to bring them back).
+    #[arg(long, value_enum, default_value = "kill")]
+    pub churn_with: Churn,
     /// Seed of every random choice (peers, keys).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -50,6 +55,15 @@ pub struct Params {
     /// Keep the lab up afterwards for poking.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// How peers fail in the churn phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Churn {
+    /// The peer's process is killed, then started again.
+    Kill,
+    /// The peer's sends fail (a fault rule), then the rule is removed.
+    Fault,
 }
 
 /// One measurement of lookups.
@@ -271,28 +285,48 @@ async fn measure(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
             .filter(|p| !killed.contains(p))
             .collect();
         eprintln!(
-            "Churn: killing {killed_count} peers ({}) …",
+            "Churn: {} {killed_count} peers ({}) …",
+            if params.churn_with == Churn::Kill {
+                "killing"
+            } else {
+                "silencing"
+            },
             killed
                 .iter()
                 .map(|p| format!("p{p}"))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        join_all(killed.iter().map(|p| {
-            let mut client = client.clone();
-            async move {
-                client::run(
-                    &mut client,
-                    lab,
-                    &format!("p{p}"),
-                    &["pkill", "-f", "chord-peer serve"],
-                )
-                .await
+        let mut rules = Vec::new();
+        for p in &killed {
+            let node = format!("p{p}");
+            match params.churn_with {
+                Churn::Kill => {
+                    client::run(client, lab, &node, &["pkill", "-f", "chord-peer serve"]).await?;
+                }
+                Churn::Fault => {
+                    let rule = client
+                        .add_fault(vbet_proto::vbet::orchestrator::v1::AddFaultRequest {
+                            node: Some(vbet_proto::vbet::orchestrator::v1::NodeRef {
+                                lab: lab.to_owned(),
+                                node: node.clone(),
+                            }),
+                            rule: Some(vbet_proto::vbet::vm::v1::FaultRule {
+                                syscall: "sendto".into(),
+                                // Any process: a thread of chord-peer is named after
+                                // its runtime, not the program.
+                                command: String::new(),
+                                error_number: 1,
+                                ..Default::default()
+                            }),
+                        })
+                        .await
+                        .map_err(|s| anyhow::anyhow!("cannot silence {node}: {}", s.message()))?
+                        .into_inner();
+                    rules.push((node, rule.id));
+                }
             }
-        }))
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+        }
         let killed_at = now();
         let mut askers: Vec<u32> = survivors.clone();
         askers.shuffle(&mut rng);
@@ -323,7 +357,30 @@ async fn measure(client: &mut Client, params: &Params) -> anyhow::Result<Outcome
         phases.push(after);
         eprintln!("Restarting the killed peers …");
         let restarted_at = now();
+        for (node, id) in &rules {
+            client
+                .remove_fault(vbet_proto::vbet::orchestrator::v1::RemoveFaultRequest {
+                    node: Some(vbet_proto::vbet::orchestrator::v1::NodeRef {
+                        lab: lab.to_owned(),
+                        node: node.clone(),
+                    }),
+                    id: *id,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("cannot bring {node} back: {}", s.message()))?;
+        }
         for p in &killed {
+            if params.churn_with == Churn::Fault {
+                // A peer that was silent has written everyone off: it
+                // starts afresh and joins again, as a restarted one does.
+                client::run(
+                    client,
+                    lab,
+                    &format!("p{p}"),
+                    &["pkill", "-f", "chord-peer serve"],
+                )
+                .await?;
+            }
             let bind = address(*p);
             let join = address(1);
             let (code, out) = client::run(
