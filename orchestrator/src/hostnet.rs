@@ -4,11 +4,20 @@
 //! would see "neighbor table overflow" and ENOBUFS. Before a deploy the
 //! orchestrator raises the bounds to fit every lab, remembering the
 //! original values, and puts them back when the last lab is gone.
+//!
+//! The bounds are host-wide and several orchestrators (other run roots)
+//! may run at once, so the record is host-wide too: [`STATE_DIR`] holds
+//! the original values (written once) and one claim per lab that raised
+//! them (naming the lab's run directory). The originals go back when no
+//! claim is left; a claim whose lab directory is gone is stale.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use vbet_topology::model::Topology;
+
+/// The host-wide record of raised bounds.
+pub const STATE_DIR: &str = "/run/vbet-neigh";
 
 const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
 
@@ -27,8 +36,38 @@ struct Saved {
     values: Vec<(String, [u64; 3])>,
 }
 
-fn saved_path(run_root: &Path) -> PathBuf {
-    run_root.join("host-neighbour-limits.json")
+fn saved_path(state: &Path) -> PathBuf {
+    state.join("originals.json")
+}
+
+fn claim_path(state: &Path, lab_dir: &Path) -> PathBuf {
+    let name: String = lab_dir
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    state.join(format!("claim-{name}"))
+}
+
+/// Claims that still stand (their lab directory exists); stale ones are
+/// removed.
+fn live_claims(state: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(state) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("claim-"))
+        .filter(|e| {
+            let lab_dir = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let live = Path::new(lab_dir.trim()).is_dir();
+            if !live {
+                let _ = std::fs::remove_file(e.path());
+            }
+            live
+        })
+        .count()
 }
 
 /// Neighbour entries a topology may need: on each switch or hub every NIC
@@ -53,8 +92,14 @@ pub fn need(topo: &Topology) -> u64 {
 
 /// Raises the host's neighbour-table bounds so that `extra` more entries
 /// fit beside those of labs already up (`existing`), saving the original
-/// values once. Returns a message when it changed anything.
-pub fn ensure(run_root: &Path, existing: u64, extra: u64) -> std::io::Result<Option<String>> {
+/// values once (in `state`) and claiming them for the lab at `lab_dir`.
+/// Returns a message when it changed anything.
+pub fn ensure(
+    state: &Path,
+    lab_dir: &Path,
+    existing: u64,
+    extra: u64,
+) -> std::io::Result<Option<String>> {
     let wanted = (existing + extra) * 5 / 4 + 256;
     let mut originals = Vec::new();
     let mut changed = Vec::new();
@@ -76,21 +121,28 @@ pub fn ensure(run_root: &Path, existing: u64, extra: u64) -> std::io::Result<Opt
     if changed.is_empty() {
         return Ok(None);
     }
-    let path = saved_path(run_root);
+    std::fs::create_dir_all(state)?;
+    let path = saved_path(state);
     if !path.exists() {
         let text =
             serde_json::to_vec(&Saved { values: originals }).map_err(std::io::Error::other)?;
         std::fs::write(&path, text)?;
     }
+    std::fs::write(claim_path(state, lab_dir), lab_dir.display().to_string())?;
     Ok(Some(format!(
         "raised the host's neighbour-table limits for this lab ({}); they go back when the last lab is down",
         changed.join(", ")
     )))
 }
 
-/// Puts back the bounds saved by [`ensure`], if any.
-pub fn restore(run_root: &Path) -> std::io::Result<()> {
-    let path = saved_path(run_root);
+/// Drops the claim of the lab at `lab_dir` and, when no claim is left,
+/// puts back the bounds saved by [`ensure`].
+pub fn release(state: &Path, lab_dir: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(claim_path(state, lab_dir));
+    if live_claims(state) > 0 {
+        return Ok(());
+    }
+    let path = saved_path(state);
     let Ok(text) = std::fs::read(&path) else {
         return Ok(());
     };
@@ -101,7 +153,9 @@ pub fn restore(run_root: &Path) -> std::io::Result<()> {
         std::fs::write(knob(&family, 2), t2.to_string())?;
         std::fs::write(knob(&family, 3), t3.to_string())?;
     }
-    std::fs::remove_file(path)
+    std::fs::remove_file(path)?;
+    let _ = std::fs::remove_dir(state);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -120,5 +174,20 @@ mod tests {
         .unwrap();
         let topo = vbet_topology::load(&path).unwrap();
         assert_eq!(need(&topo), 10 * 9 + 2);
+    }
+
+    #[test]
+    fn claims_of_gone_labs_are_stale() {
+        let state = tempfile::tempdir().unwrap();
+        let lab = tempfile::tempdir().unwrap();
+        std::fs::write(
+            claim_path(state.path(), lab.path()),
+            lab.path().display().to_string(),
+        )
+        .unwrap();
+        let gone = Path::new("/nonexistent/lab");
+        std::fs::write(claim_path(state.path(), gone), gone.display().to_string()).unwrap();
+        assert_eq!(live_claims(state.path()), 1);
+        assert!(!claim_path(state.path(), gone).exists());
     }
 }

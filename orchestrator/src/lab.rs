@@ -394,7 +394,12 @@ impl Orchestrator {
                 .insert(name.clone(), leases);
             let existing: u64 = labs.values().map(|r| r.neighbours).sum();
             let need = crate::hostnet::need(&topo);
-            match crate::hostnet::ensure(&self.layout.run_root, existing, need) {
+            match crate::hostnet::ensure(
+                Path::new(crate::hostnet::STATE_DIR),
+                &self.layout.lab_dir(&name),
+                existing,
+                need,
+            ) {
                 Ok(Some(message)) => {
                     report(progress, "", "lab", pb::Phase::Planned, &message).await
                 }
@@ -443,12 +448,11 @@ impl Orchestrator {
                 self.emit(&name, "", "lab", &format!("failed and rolled back: {e}"));
                 let _ = self.tear_down(&record, progress).await;
                 self.leases.lock().expect("leases poisoned").remove(&name);
-                let mut labs = self.labs.lock().await;
-                labs.remove(&name);
-                if labs.is_empty() {
-                    let _ = crate::hostnet::restore(&self.layout.run_root);
-                }
-                drop(labs);
+                self.labs.lock().await.remove(&name);
+                let _ = crate::hostnet::release(
+                    Path::new(crate::hostnet::STATE_DIR),
+                    &self.layout.lab_dir(&name),
+                );
                 Err(e)
             }
         }
@@ -755,14 +759,13 @@ impl Orchestrator {
         self.store(&record).await;
         let result = self.tear_down(&record, progress).await;
         self.leases.lock().expect("leases poisoned").remove(name);
-        let mut labs = self.labs.lock().await;
-        labs.remove(name);
-        if labs.is_empty()
-            && let Err(e) = crate::hostnet::restore(&self.layout.run_root)
-        {
+        self.labs.lock().await.remove(name);
+        if let Err(e) = crate::hostnet::release(
+            Path::new(crate::hostnet::STATE_DIR),
+            &self.layout.lab_dir(name),
+        ) {
             tracing::warn!(error = %e, "cannot restore the host's neighbour-table limits");
         }
-        drop(labs);
         report(
             progress,
             "",

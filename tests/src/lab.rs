@@ -110,6 +110,22 @@ impl LabHost {
 
 impl Drop for LabHost {
     fn drop(&mut self) {
+        // A test may have ended the orchestrator: start one again (its
+        // own, ended below) so the labs are brought down, rather than
+        // letting `vbet` start one in the background that nobody ends.
+        if self.orchestrator.exited().is_some() {
+            let mut cmd = Command::new(bin("orchestrator"));
+            cmd.arg("--run-root").arg(&self.run_root);
+            let log = self.orchestrator.log.with_extension("cleanup.log");
+            self.orchestrator = Spawned::start("orchestrator", cmd, &log);
+            let socket = self.run_root.join("orchestrator.sock");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::os::unix::net::UnixStream::connect(&socket).is_err()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if let Ok(out) = Command::new(bin("vbet"))
             .env("VBET_RUN_ROOT", &self.run_root)
             .args(["ls", "--json"])
