@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use vbet_tests::lab::{LabHost, examples, processes_mentioning, vbet};
+use vbet_tests::netns::Ping;
 use vbet_tests::{require, unique_name, wait_for};
 
 #[test]
@@ -101,11 +102,8 @@ fn paper_2_2_lab_comes_up_is_operated_and_leaves_nothing() {
         "0.2",
         "10.22.0.3",
     ]);
-    let min: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
-        .and_then(|v| v.split('/').next())
-        .and_then(|v| v.parse().ok())
+    let (min, _, _) = Ping::parse(&out)
+        .rtt_ms
         .unwrap_or_else(|| panic!("no rtt in {out}"));
     assert!(min >= 80.0, "40 ms each way, but min RTT {min} ms");
 
@@ -455,11 +453,8 @@ fn switches_joined_by_cables_carry_traffic_and_a_loop_is_refused() {
         "0.2",
         "10.80.0.3",
     ]);
-    let min: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
-        .and_then(|v| v.split('/').next())
-        .and_then(|v| v.parse().ok())
+    let (min, _, _) = Ping::parse(&out)
+        .rtt_ms
         .unwrap_or_else(|| panic!("no rtt in {out}"));
     assert!(min >= 40.0, "two impaired trunks, but min RTT {min} ms");
     host.vbet_ok(&["link", "--lab", &lab, "edge3 core", "down"]);
