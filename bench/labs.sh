@@ -20,7 +20,7 @@ cleanup() {
     [ -d "$run_root/$lab" ] && VBET_RUN_ROOT=$run_root "$bin/vbet" down "$lab" >/dev/null 2>&1 || true
   done
   [ -n "$orch_pid" ] && kill "$orch_pid" 2>/dev/null && wait "$orch_pid" 2>/dev/null || true
-  command -v mn >/dev/null && mn -c >/dev/null 2>&1 || true
+  command -v mn >/dev/null && mn -c >/dev/null 2>&1 || true  # Mininet's own clean-up
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,8 +51,13 @@ for n in "${sizes[@]}"; do
   t0=$(secs); "$bin/vbet" down "b$n" >/dev/null 2>&1; t1=$(secs)
   down=$(python3 -c "print(f'{$t1-$t0:.2f}')")
   if command -v mn >/dev/null; then
-    t0=$(secs); mn --switch lxbr --controller none --topo "single,$n" --test none >/dev/null 2>&1 || true; t1=$(secs)
-    mn_total=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+    t0=$(secs)
+    if mn --switch lxbr --controller none --topo "single,$n" --test none >"$work/mn$n.log" 2>&1 \
+      && grep -q "Done" "$work/mn$n.log"; then
+      t1=$(secs); mn_total=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+    else
+      mn_total="failed ($(tail -1 "$work/mn$n.log"))"
+    fi
   else
     mn_total="not installed"
   fi
