@@ -15,12 +15,20 @@ bin=$PWD/target/release
 work=$(mktemp -d /tmp/vbet-bench-labs.XXXXXX)
 run_root=$work/run
 orch_pid=
+# Mininet raises host sysctls (its fixLimits) and never lowers them: keep
+# what they were and put them back.
+mn_keys=(fs.file-max net.core.wmem_max net.core.rmem_max net.ipv4.tcp_rmem net.ipv4.tcp_wmem
+  net.core.netdev_max_backlog net.ipv4.neigh.default.gc_thresh3 net.ipv4.neigh.default.gc_thresh2
+  net.ipv4.neigh.default.gc_thresh1 net.ipv4.route.max_size kernel.pty.max)
+declare -A mn_saved
+for key in "${mn_keys[@]}"; do mn_saved[$key]=$(sysctl -n "$key"); done
 cleanup() {
   for lab in $(ls "$run_root" 2>/dev/null); do
     [ -d "$run_root/$lab" ] && VBET_RUN_ROOT=$run_root "$bin/vbet" down "$lab" >/dev/null 2>&1 || true
   done
   [ -n "$orch_pid" ] && kill "$orch_pid" 2>/dev/null && wait "$orch_pid" 2>/dev/null || true
   command -v mn >/dev/null && mn -c >/dev/null 2>&1 || true  # Mininet's own clean-up
+  for key in "${mn_keys[@]}"; do sysctl -qw "$key=${mn_saved[$key]}" || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
