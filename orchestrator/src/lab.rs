@@ -503,16 +503,7 @@ impl Orchestrator {
                 .map(|s| self.start_switch(lab, s, progress)),
         )
         .await;
-        let mut failure = None;
-        for result in started {
-            match result {
-                Ok(r) => record.switches.push(r),
-                Err((r, e)) => {
-                    record.switches.extend(r);
-                    failure.get_or_insert(e);
-                }
-            }
-        }
+        let failure = keep_started(started, &mut record.switches);
         self.store(record).await;
         if let Some(e) = failure {
             return Err(e);
@@ -544,15 +535,7 @@ impl Orchestrator {
         }
 
         let started = join_all(plan.vms.iter().map(|v| self.start_vm(lab, v, progress))).await;
-        for result in started {
-            match result {
-                Ok(r) => record.vms.push(r),
-                Err((r, e)) => {
-                    record.vms.extend(r);
-                    failure.get_or_insert(e);
-                }
-            }
-        }
+        let failure = keep_started(started, &mut record.vms);
         self.store(record).await;
         if let Some(e) = failure {
             return Err(e);
@@ -1034,6 +1017,25 @@ impl Orchestrator {
                 reason: format!("no node named {node}"),
             })
     }
+}
+
+/// Records every component that was started (even one that then failed,
+/// so that a rollback stops it) and returns the first failure.
+fn keep_started<T>(
+    started: Vec<Result<T, (Option<T>, LabError)>>,
+    into: &mut Vec<T>,
+) -> Option<LabError> {
+    let mut failure = None;
+    for result in started {
+        match result {
+            Ok(r) => into.push(r),
+            Err((r, e)) => {
+                into.extend(r);
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    failure
 }
 
 fn default_lab_name(path: &Path) -> String {

@@ -97,6 +97,12 @@ impl LabHost {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Panics if any process of this run root's labs is still running.
+    pub fn assert_no_lab_processes(&self) {
+        let left = self.lab_processes();
+        assert!(left.is_empty(), "left running: {left:?}");
+    }
+
     /// Processes whose command line mentions this run root (the lab's
     /// daemons and monitors), other than the orchestrator itself.
     pub fn lab_processes(&self) -> Vec<String> {

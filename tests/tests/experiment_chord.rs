@@ -77,9 +77,5 @@ fn chord_experiment(churn_with: &str) {
         !host.run_root.join(&lab).exists(),
         "the experiment left its lab"
     );
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
 }

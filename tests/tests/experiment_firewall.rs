@@ -58,9 +58,5 @@ fn firewall_matrix_matches_policy_and_a_wrong_rule_is_caught() {
         stdout.contains("client3 -> tcp/22: forbidden but it passed"),
         "{stdout}"
     );
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
 }

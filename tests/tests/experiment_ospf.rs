@@ -76,9 +76,5 @@ fn ospf_reconverges_and_carrier_loss_is_seen_before_silent_loss() {
         !host.run_root.join(&lab).exists(),
         "the experiment left its lab"
     );
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
 }

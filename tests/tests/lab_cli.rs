@@ -114,11 +114,7 @@ fn paper_2_2_lab_comes_up_is_operated_and_leaves_nothing() {
         String::from_utf8_lossy(&down.stderr)
     );
     assert!(!host.run_root.join(&lab).exists(), "run dir left behind");
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
     assert!(!host.vbet_ok(&["ls"]).contains(&lab));
 }
 
@@ -144,7 +140,7 @@ fn an_invalid_topology_is_refused_with_its_place_and_nothing_starts() {
         !host.run_root.join("bad").exists(),
         "a refused lab left files"
     );
-    assert!(host.lab_processes().is_empty());
+    host.assert_no_lab_processes();
 }
 
 #[test]
@@ -302,11 +298,7 @@ fn two_labs_side_by_side_and_a_restarted_orchestrator_adopts_them() {
     ]);
     host.vbet_ok(&["down", &a]);
     host.vbet_ok(&["down", &b]);
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
 }
 
 #[test]
@@ -413,11 +405,7 @@ fn a_killed_node_is_reported_and_started_again_by_its_restart_policy() {
     assert!(host.vbet_ok(&["ls"]).contains("running"));
     drop(events);
     host.vbet_ok(&["down", &lab]);
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
 }
 
 #[test]
@@ -500,11 +488,7 @@ fn switches_joined_by_cables_carry_traffic_and_a_loop_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
 }
 
 #[test]

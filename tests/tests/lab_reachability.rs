@@ -87,11 +87,7 @@ fn ping_matrix(file: &str) {
     );
     host.vbet_ok(&["down", &lab]);
     assert!(!host.run_root.join(&lab).exists());
-    assert!(
-        host.lab_processes().is_empty(),
-        "left running: {:?}",
-        host.lab_processes()
-    );
+    host.assert_no_lab_processes();
 }
 
 #[test]

@@ -105,5 +105,5 @@ fn the_cli_works_over_tls_with_the_token_and_is_refused_without() {
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
-    assert!(host.lab_processes().is_empty());
+    host.assert_no_lab_processes();
 }
