@@ -13,7 +13,7 @@ pub mod process;
 pub mod switch;
 pub mod uml;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Checks that we are root and that every program in `programs` is on
@@ -78,6 +78,12 @@ pub fn unique_name(prefix: &str) -> String {
         std::process::id() % 100_000,
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Whether a Unix stream socket at `path` accepts connections: its file
+/// exists from bind(2) on, but a connect before listen(2) is refused.
+pub fn listening(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after

@@ -9,7 +9,7 @@ use vbet_tests::netns::TapEndpoint;
 use vbet_tests::process::Spawned;
 use vbet_tests::switch::{RawPort, SwitchDaemon, test_frame};
 use vbet_tests::uml::UmlGuest;
-use vbet_tests::{require, unique_name, wait_for};
+use vbet_tests::{listening, require, unique_name, wait_for};
 
 #[test]
 fn vde_plug2tap_endpoint_and_uml_guest_ping_through_switchd() {
@@ -81,8 +81,8 @@ fn our_client_works_with_uml_switch() {
     let mut cmd = Command::new("uml_switch");
     cmd.arg("-unix").arg(&ctl);
     let _switch = Spawned::start("uml_switch", cmd, &dir.path().join("uml_switch.log"));
-    wait_for("uml_switch's socket", Duration::from_secs(5), || {
-        ctl.exists().then_some(())
+    wait_for("uml_switch to listen", Duration::from_secs(5), || {
+        listening(&ctl).then_some(())
     });
     our_clients_exchange_frames(&ctl);
 }
@@ -97,8 +97,8 @@ fn our_client_works_with_vde_switch() {
     let mut cmd = Command::new("vde_switch");
     cmd.arg("-s").arg(&sw);
     let _switch = Spawned::start("vde_switch", cmd, &dir.path().join("vde_switch.log"));
-    wait_for("vde_switch's socket", Duration::from_secs(5), || {
-        sw.join("ctl").exists().then_some(())
+    wait_for("vde_switch to listen", Duration::from_secs(5), || {
+        listening(&sw.join("ctl")).then_some(())
     });
     our_clients_exchange_frames(&sw);
 }

@@ -87,7 +87,10 @@ fn start_switch(kind: &str, dir: &Path) -> Option<Switch> {
     };
     let switch = Switch { child, ctl };
     poll(&format!("{kind} socket"), Duration::from_secs(10), || {
-        wait_for.exists().then_some(())
+        // The socket file exists from bind(2); connecting proves listen(2).
+        std::os::unix::net::UnixStream::connect(&wait_for)
+            .ok()
+            .map(drop)
     });
     Some(switch)
 }
