@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::protocol::{RawSockAddr, Request, SOCKADDR_LEN};
+use crate::protocol::{DataMode, FAST_MARKER, RawSockAddr, Request, SOCKADDR_LEN};
 use crate::socket::{DATA_BUFFER_BYTES, size_buffers};
 
 /// How long the switch may take to answer.
@@ -64,6 +64,9 @@ pub struct ClientPort {
     pub switch_addr: RawSockAddr,
     /// The control socket path used.
     pub ctl_path: PathBuf,
+    /// What the two ends agreed: fast only if we offered it and the switch
+    /// is ours and accepted.
+    pub mode: DataMode,
 }
 
 /// The control socket of a switch given either the socket itself or its
@@ -79,14 +82,19 @@ pub fn control_path(path: &Path) -> PathBuf {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh abstract address for one of our data sockets, full length as
-/// UML binds them.
-fn fresh_data_addr() -> RawSockAddr {
+/// UML binds them; its name starts with [`FAST_MARKER`] to offer fast
+/// mode.
+fn fresh_data_addr(mode: DataMode) -> RawSockAddr {
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
     let name = format!(
-        "vbet-port-{}-{}-{nanos}",
+        "{}port-{}-{}-{nanos}",
+        match mode {
+            DataMode::Plain => "vbet-".to_owned(),
+            DataMode::Fast => format!("{}-", String::from_utf8_lossy(FAST_MARKER)),
+        },
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
@@ -98,8 +106,16 @@ fn fresh_data_addr() -> RawSockAddr {
 /// The request has UML's shape (124 bytes: header and two zero bytes of
 /// padding, no description), the one form every switch accepts:
 /// `uml_switch` reads a trailing description as a broken second request
-/// and drops the port.
+/// and drops the port. Frames are plain; see [`connect_as`] for fast mode.
 pub fn connect(ctl: &Path) -> Result<ClientPort, ClientError> {
+    connect_as(ctl, DataMode::Plain)
+}
+
+/// Plugs a new port into the switch at `ctl`, offering `mode`. Fast mode
+/// is offered in the data socket's name and taken only if the reply
+/// carries the marker (see [`FAST_MARKER`]); any other switch gets a
+/// request it cannot tell from a plain one, and the port is plain.
+pub fn connect_as(ctl: &Path, offer: DataMode) -> Result<ClientPort, ClientError> {
     let path = control_path(ctl);
     let mut stream = UnixStream::connect(&path).map_err(|source| ClientError::Connect {
         path: path.clone(),
@@ -109,7 +125,7 @@ pub fn connect(ctl: &Path) -> Result<ClientPort, ClientError> {
         path: path.clone(),
         source,
     };
-    let local = fresh_data_addr();
+    let local = fresh_data_addr(offer);
     let local_sa = SocketAddr::from_abstract_name(&local.0[3..]).map_err(data_err)?;
     let data = UnixDatagram::bind_addr(&local_sa).map_err(data_err)?;
     size_buffers(&data, DATA_BUFFER_BYTES);
@@ -134,6 +150,10 @@ pub fn connect(ctl: &Path) -> Result<ClientPort, ClientError> {
     }
     stream.set_read_timeout(None).map_err(hs_err)?;
     let switch_addr = RawSockAddr(reply);
+    let mode = match offer {
+        DataMode::Fast if switch_addr.accepts_fast() => DataMode::Fast,
+        _ => DataMode::Plain,
+    };
     let target = switch_addr
         .to_socket_addr()
         .map_err(|e| hs_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
@@ -143,5 +163,6 @@ pub fn connect(ctl: &Path) -> Result<ClientPort, ClientError> {
         data,
         switch_addr,
         ctl_path: path,
+        mode,
     })
 }

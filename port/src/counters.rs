@@ -22,6 +22,8 @@ pub enum DropReason {
     QueueFull,
     /// Not carried by the port's VLAN configuration.
     Vlan,
+    /// A fast-mode frame whose virtio-net header cannot be honoured.
+    Offload,
 }
 
 /// The counters of one port.
@@ -33,7 +35,7 @@ pub struct Counters {
     tx_bytes: AtomicU64,
     duplicated: AtomicU64,
     corrupted: AtomicU64,
-    drops: [AtomicU64; 7],
+    drops: [AtomicU64; 8],
 }
 
 impl Counters {
@@ -87,6 +89,7 @@ impl Counters {
                 runt: d(DropReason::Runt),
                 queue_full: d(DropReason::QueueFull),
                 vlan: d(DropReason::Vlan),
+                offload: d(DropReason::Offload),
             }),
         }
     }
@@ -109,6 +112,7 @@ pub fn accumulate(a: &mut pb::Counters, b: &pb::Counters) {
         ad.runt += bd.runt;
         ad.queue_full += bd.queue_full;
         ad.vlan += bd.vlan;
+        ad.offload += bd.offload;
     }
 }
 

@@ -27,6 +27,7 @@ pub struct Egress {
     counters: Arc<Counters>,
     backlog: Mutex<VecDeque<Vec<u8>>>,
     limit: usize,
+    header: usize,
     wake: Arc<Notify>,
 }
 
@@ -36,11 +37,23 @@ impl Egress {
     /// a task (in the current tokio runtime) that drains the backlog; it
     /// ends when the `Egress` is dropped.
     pub fn new(socket: Arc<UnixDatagram>, counters: Arc<Counters>, limit: usize) -> Arc<Egress> {
+        Egress::with_header(socket, counters, limit, 0)
+    }
+
+    /// As [`Egress::new`], for datagrams that start with a `header`-byte
+    /// virtio-net header (not counted as frame bytes).
+    pub fn with_header(
+        socket: Arc<UnixDatagram>,
+        counters: Arc<Counters>,
+        limit: usize,
+        header: usize,
+    ) -> Arc<Egress> {
         let egress = Arc::new(Egress {
             socket,
             counters,
             backlog: Mutex::default(),
             limit,
+            header,
             wake: Arc::default(),
         });
         tokio::spawn(drain(Arc::downgrade(&egress)));
@@ -53,7 +66,7 @@ impl Egress {
         if backlog.is_empty() {
             match self.socket.try_send(frame) {
                 Ok(_) => {
-                    self.counters.tx(frame.len());
+                    self.counters.tx(frame.len().saturating_sub(self.header));
                     return Delivery::Sent;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -80,7 +93,7 @@ impl Egress {
         let mut backlog = self.backlog.lock().expect("backlog poisoned");
         while let Some(frame) = backlog.front() {
             match self.socket.try_send(frame) {
-                Ok(_) => self.counters.tx(frame.len()),
+                Ok(_) => self.counters.tx(frame.len().saturating_sub(self.header)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // The receiver is gone: what is queued can never leave.
                 Err(_) => {}

@@ -11,6 +11,7 @@ use vbet_proto::vbet::port::v1 as pb;
 
 use crate::counters::{Counters, DropReason};
 use crate::impair::{Impairment, Shaper, Verdict, flip_payload_bit};
+use crate::vnet;
 
 /// Whether a port passes frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +74,13 @@ struct Queue {
 }
 
 /// One direction of a port.
+///
+/// A lane carries frames, or *packets* (a virtio-net header of `header`
+/// bytes, then a frame) on the fast path: the rate limit counts and the
+/// corruption damages the frame, never the header.
 pub struct Lane {
     sink: Sink,
+    header: usize,
     counters: Arc<Counters>,
     impaired: AtomicBool,
     queue: Mutex<Option<Queue>>,
@@ -91,8 +97,15 @@ impl std::fmt::Debug for Lane {
 impl Lane {
     /// A direction that delivers to `sink` and counts drops in `counters`.
     pub fn new(sink: Sink, counters: Arc<Counters>) -> Lane {
+        Lane::with_header(sink, counters, 0)
+    }
+
+    /// A direction whose packets start with a `header`-byte virtio-net
+    /// header ([`vnet::HEADER_LEN`]) before the frame.
+    pub fn with_header(sink: Sink, counters: Arc<Counters>, header: usize) -> Lane {
         Lane {
             sink,
+            header,
             counters,
             impaired: AtomicBool::new(false),
             queue: Mutex::new(None),
@@ -138,30 +151,77 @@ impl Lane {
             return deliver(&self.sink, &self.counters, frame);
         };
         let now = Instant::now();
-        match queue.shaper.schedule(frame.len(), now, &mut rand::rng()) {
+        let len = frame.len().saturating_sub(self.header);
+        match queue.shaper.schedule(len, now, &mut rand::rng()) {
             Verdict::Lost => self.counters.dropped(DropReason::Loss),
             Verdict::Send {
                 at,
                 twice,
                 flip_bit,
             } => {
-                let mut copy = frame.to_vec();
-                if let Some(bit) = flip_bit {
-                    flip_payload_bit(&mut copy, bit);
-                    self.counters.corrupted();
-                }
+                let copies = match flip_bit {
+                    None => vec![frame.to_vec()],
+                    Some(bit) => {
+                        self.counters.corrupted();
+                        corrupt(frame, self.header, bit)
+                    }
+                };
                 if twice {
                     self.counters.duplicated();
-                    if queue.tx.try_send((at, copy.clone())).is_err() {
+                }
+                for copy in copies {
+                    if twice && queue.tx.try_send((at, copy.clone())).is_err() {
                         self.counters.dropped(DropReason::QueueFull);
                     }
-                }
-                if queue.tx.try_send((at, copy)).is_err() {
-                    self.counters.dropped(DropReason::QueueFull);
+                    if queue.tx.try_send((at, copy)).is_err() {
+                        self.counters.dropped(DropReason::QueueFull);
+                    }
                 }
             }
         }
     }
+}
+
+/// A copy of `packet` with bit `bit` of its payload (after the Ethernet
+/// header) flipped. A packet whose virtio-net header still asks for a
+/// checksum or segmentation is first turned into plain frames (each with a
+/// plain header): the receiver would trust a checksum it is told is not
+/// done yet, so the damage would never show. One bit of one of them is
+/// flipped, so exactly one segment arrives with a bad checksum, as on a
+/// wire.
+fn corrupt(packet: &[u8], header: usize, bit: usize) -> Vec<Vec<u8>> {
+    let plain = header == 0 || vnet::VnetHeader::parse(packet).is_none_or(|h| h.is_plain());
+    let mut pieces = Vec::new();
+    if !plain {
+        let plain_header = vnet::VnetHeader::PLAIN.encode();
+        let converted = vnet::for_each_plain(packet, &mut Vec::new(), |frame| {
+            let mut piece = Vec::with_capacity(header + frame.len());
+            piece.extend_from_slice(&plain_header[..header]);
+            piece.extend_from_slice(frame);
+            pieces.push(piece);
+        });
+        if converted.is_err() {
+            pieces.clear();
+        }
+    }
+    if pieces.is_empty() {
+        pieces.push(packet.to_vec());
+    }
+    // Find the piece that holds the bit (the last one if past the end).
+    let mut bit = bit;
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.iter_mut().enumerate() {
+        let bits = piece
+            .len()
+            .saturating_sub(header + crate::frame::HEADER_LEN)
+            * 8;
+        if bit < bits || i == last {
+            flip_payload_bit(&mut piece[header..], bit.min(bits.saturating_sub(1)));
+            break;
+        }
+        bit -= bits;
+    }
+    pieces
 }
 
 fn deliver(sink: &Sink, counters: &Counters, frame: &[u8]) {
@@ -186,6 +246,7 @@ async fn release(mut rx: mpsc::Receiver<(Instant, Vec<u8>)>, sink: Sink, counter
 pub struct PortLink {
     state: AtomicU8,
     counters: Arc<Counters>,
+    header: usize,
     /// From the client into the fabric.
     pub inbound: Lane,
     /// From the fabric to the client.
@@ -196,11 +257,23 @@ impl PortLink {
     /// A port whose inbound frames go to `inbound` and outbound frames to
     /// `outbound`, both counted in `counters`.
     pub fn new(counters: Arc<Counters>, inbound: Sink, outbound: Sink) -> PortLink {
+        PortLink::with_header(counters, inbound, outbound, 0)
+    }
+
+    /// A port whose packets, both ways, start with a `header`-byte
+    /// virtio-net header: counters and impairments see only the frame.
+    pub fn with_header(
+        counters: Arc<Counters>,
+        inbound: Sink,
+        outbound: Sink,
+        header: usize,
+    ) -> PortLink {
         PortLink {
             state: AtomicU8::new(LinkState::Up as u8),
-            inbound: Lane::new(inbound, counters.clone()),
-            outbound: Lane::new(outbound, counters.clone()),
+            inbound: Lane::with_header(inbound, counters.clone(), header),
+            outbound: Lane::with_header(outbound, counters.clone(), header),
             counters,
+            header,
         }
     }
 
@@ -222,7 +295,7 @@ impl PortLink {
     /// Takes a frame the client sent: counts it, drops it if the link is
     /// not up, else passes it inbound.
     pub fn receive(&self, frame: &[u8]) {
-        self.counters.rx(frame.len());
+        self.counters.rx(frame.len().saturating_sub(self.header));
         if self.state() != LinkState::Up {
             return self.counters.dropped(DropReason::LinkDown);
         }
@@ -300,6 +373,39 @@ mod tests {
         lane.set_impairment(Impairment::default());
         lane.send(&[8; 60]);
         assert_eq!(seen.lock().unwrap().len(), 2, "fast path again");
+    }
+
+    #[test]
+    fn corrupting_a_superframe_damages_one_plain_segment() {
+        let packet = vnet::tests::v4_packet(5000, 0x18, 1448, None);
+        let pieces = corrupt(&packet, vnet::HEADER_LEN, 3000 * 8 + 3);
+        assert_eq!(pieces.len(), 4);
+        let mut bad = 0;
+        for piece in &pieces {
+            assert!(vnet::VnetHeader::parse(piece).unwrap().is_plain());
+            let frame = piece[vnet::HEADER_LEN..].to_vec();
+            if std::panic::catch_unwind(|| vnet::tests::verify(&frame)).is_err() {
+                bad += 1;
+            }
+        }
+        assert_eq!(bad, 1, "exactly one damaged segment");
+        // A plain packet is flipped in place, its header untouched.
+        let mut plain = vec![0u8; vnet::HEADER_LEN + 60];
+        plain[vnet::HEADER_LEN + 20] = 0;
+        let out = corrupt(&plain, vnet::HEADER_LEN, 6 * 8);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0][vnet::HEADER_LEN + 20], 1);
+        assert!(out[0][..vnet::HEADER_LEN].iter().all(|b| *b == 0));
+    }
+
+    #[tokio::test]
+    async fn header_bytes_are_not_counted() {
+        let (inbound, seen_in) = recording_sink();
+        let (outbound, _) = recording_sink();
+        let link = PortLink::with_header(Arc::default(), inbound, outbound, vnet::HEADER_LEN);
+        link.receive(&[0; vnet::HEADER_LEN + 60]);
+        assert_eq!(link.counters().snapshot().rx_bytes, 60);
+        assert_eq!(seen_in.lock().unwrap()[0].len(), vnet::HEADER_LEN + 60);
     }
 
     #[tokio::test]

@@ -109,6 +109,67 @@ impl fmt::Debug for RawSockAddr {
     }
 }
 
+/// How frames travel on a port's data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataMode {
+    /// Version 3: one datagram is one Ethernet frame of at most 1518
+    /// bytes, as every peer sends it.
+    #[default]
+    Plain,
+    /// vBET's fast mode: one datagram is a 10-byte virtio-net header and a
+    /// frame, which may be a TCP segment of up to 64 KiB still to be
+    /// segmented, or have its checksum still to complete (see
+    /// [`crate::vnet`]). Only between two of our processes that both
+    /// offered it in the handshake.
+    Fast,
+}
+
+/// The marker of fast mode in the handshake (version 1 of it: a 10-byte
+/// `virtio_net_hdr` in host byte order before every frame).
+///
+/// - A client offers fast mode by naming its abstract data socket
+///   `\0vbet-fast1…`. Every switch takes the name as an opaque address:
+///   only ours looks at it. UML's names are binary (pid, time) and
+///   libvdeplug's are paths, so no other client carries it.
+/// - Our switch accepts by replying with a path whose `sun_path` ends
+///   (its last [`FAST_MARKER`] bytes, after the path's terminating zero)
+///   with the marker. Every client reads a path reply up to its first
+///   zero byte (the kernel does too), so a plain client never sees it;
+///   `uml_switch` replies with an abstract address and `vde_switch` with
+///   a short path and nothing of ours after it.
+pub const FAST_MARKER: &[u8; 10] = b"vbet-fast1";
+
+impl RawSockAddr {
+    /// True when this (a client's data address) offers fast mode.
+    pub fn offers_fast(&self) -> bool {
+        self.family() == AF_UNIX && self.is_abstract() && self.0[3..].starts_with(FAST_MARKER)
+    }
+
+    /// This path address with the fast-mode marker after its end, if the
+    /// path leaves room for it (at most 97 bytes).
+    pub fn with_fast_marker(&self) -> Option<RawSockAddr> {
+        let end = 2 + self.0[2..].iter().position(|b| *b == 0)?;
+        let at = SOCKADDR_LEN - FAST_MARKER.len();
+        if self.is_abstract() || end >= at {
+            return None;
+        }
+        let mut raw = self.0;
+        raw[end..at].fill(0);
+        raw[at..].copy_from_slice(FAST_MARKER);
+        Some(RawSockAddr(raw))
+    }
+
+    /// True when this (a switch's reply) accepts fast mode: a path, its
+    /// terminating zero, and the marker in the last bytes.
+    pub fn accepts_fast(&self) -> bool {
+        let at = SOCKADDR_LEN - FAST_MARKER.len();
+        self.family() == AF_UNIX
+            && !self.is_abstract()
+            && self.0[2..at].contains(&0)
+            && &self.0[at..] == FAST_MARKER
+    }
+}
+
 /// A socket address that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AddressError {
@@ -284,6 +345,42 @@ mod tests {
         let mut bad = good;
         bad[12..14].copy_from_slice(&2u16.to_ne_bytes());
         assert_eq!(Request::parse(&bad), Err(RequestError::BadAddress(2)));
+    }
+
+    #[test]
+    fn fast_mode_is_offered_by_name_and_accepted_after_the_path() {
+        let mut name = FAST_MARKER.to_vec();
+        name.extend_from_slice(b"-port-1-2-3");
+        let offer = RawSockAddr::abstract_name(&name);
+        assert!(offer.offers_fast());
+        assert!(!RawSockAddr::abstract_name(b"vbet-port-1-2-3").offers_fast());
+        // UML's binary name and a libvdeplug path offer nothing.
+        let mut uml = [0xa5u8; SOCKADDR_LEN];
+        uml[..3].copy_from_slice(&[1, 0, 0]);
+        assert!(!RawSockAddr(uml).offers_fast());
+        let path = RawSockAddr::pathname(Path::new("/run/vbet/lab/sw1/ctl.3")).unwrap();
+        assert!(!path.offers_fast());
+        assert!(!path.accepts_fast());
+
+        let reply = path.with_fast_marker().unwrap();
+        assert!(reply.accepts_fast());
+        // Plain clients (and the kernel) read the same path.
+        let sa = reply.to_socket_addr().unwrap();
+        assert_eq!(sa.as_pathname(), Some(Path::new("/run/vbet/lab/sw1/ctl.3")));
+        // uml_switch's abstract reply and a path too long for the marker.
+        assert!(!RawSockAddr(uml).accepts_fast());
+        assert!(RawSockAddr(uml).with_fast_marker().is_none());
+        let long = format!("/{}", "x".repeat(97));
+        let long = RawSockAddr::pathname(Path::new(&long)).unwrap();
+        assert!(long.with_fast_marker().is_none());
+        let fits = format!("/{}", "x".repeat(96));
+        let fits = RawSockAddr::pathname(Path::new(&fits)).unwrap();
+        assert!(fits.with_fast_marker().unwrap().accepts_fast());
+        // A full-length path has no terminator: never a marker.
+        let mut full = [b'/'; SOCKADDR_LEN];
+        full[..2].copy_from_slice(&1u16.to_ne_bytes());
+        full[SOCKADDR_LEN - FAST_MARKER.len()..].copy_from_slice(FAST_MARKER);
+        assert!(!RawSockAddr(full).accepts_fast());
     }
 
     #[test]

@@ -337,7 +337,7 @@ fn segment_tcp(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -368,13 +368,13 @@ mod tests {
         t
     }
 
-    fn payload(len: usize) -> Vec<u8> {
+    pub(crate) fn payload(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
     /// A TCP/IPv4 superframe as a TAP hands it over: lengths of the whole,
     /// checksum field holding the pseudo-header sum.
-    fn v4_packet(len: usize, flags: u8, mss: u16, vlan: Option<u16>) -> Vec<u8> {
+    pub(crate) fn v4_packet(len: usize, flags: u8, mss: u16, vlan: Option<u16>) -> Vec<u8> {
         let mut f = eth(ETHERTYPE_IPV4, vlan);
         let l3 = f.len();
         let data = payload(len);
@@ -449,7 +449,7 @@ mod tests {
     /// Checks a plain TCP frame as a receiver would: IP header checksum
     /// and lengths, TCP checksum over the pseudo-header. Returns (seq,
     /// flags, payload).
-    fn verify(frame: &[u8]) -> (u32, u8, Vec<u8>) {
+    pub(crate) fn verify(frame: &[u8]) -> (u32, u8, Vec<u8>) {
         let (l3, ethertype) = l3_offset(frame).unwrap();
         let (l4, pseudo) = if ethertype == ETHERTYPE_IPV4 {
             assert_eq!(checksum(&frame[l3..l3 + 20]), 0, "IPv4 header checksum");

@@ -93,6 +93,7 @@ impl SwitchService {
                 .map(ToString::to_string)
                 .collect(),
             age_ms: now.duration_since(port.connected).as_millis() as u64,
+            fast: port.mode == vbet_port::protocol::DataMode::Fast,
         }
     }
 

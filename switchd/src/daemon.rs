@@ -208,7 +208,9 @@ async fn uplink(
     loop {
         let path = target.clone();
         let connected = tokio::select! {
-            c = tokio::task::spawn_blocking(move || vbet_port::client::connect(&path)) => c,
+            c = tokio::task::spawn_blocking(move || {
+                vbet_port::client::connect_as(&path, vbet_port::protocol::DataMode::Fast)
+            }) => c,
             _ = stop.changed() => return,
         };
         match connected {

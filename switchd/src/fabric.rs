@@ -1,5 +1,12 @@
 //! The fabric of one switch or hub: its ports, its MAC table and the
 //! forwarding of frames between ports.
+//!
+//! Inside the fabric every frame travels as a *packet*: a virtio-net
+//! header ([`vnet::HEADER_LEN`] bytes) and the frame. Frames from plain
+//! ports get a plain (zero) header; fast ports send and receive packets
+//! as they are; a packet leaving by a plain port whose header still asks
+//! for a checksum or segmentation is turned into ordinary frames there
+//! ([`vnet::for_each_plain`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,10 +23,11 @@ use vbet_port::forward::{Destination, Forwarding, decide};
 use vbet_port::frame::{Frame, HEADER_LEN, tag_into, untag_into};
 use vbet_port::link::{Delivery, PortLink, Sink};
 use vbet_port::mac_table::{MacTable, PortId};
-use vbet_port::protocol::{RawSockAddr, Request};
+use vbet_port::protocol::{DataMode, RawSockAddr, Request};
 use vbet_port::server::{bind_private, reclaim_stale};
 use vbet_port::socket::{DATA_BUFFER_BYTES, PeerCred, size_buffers};
 use vbet_port::vlan::{Tagging, VlanConfig};
+use vbet_port::vnet::{self, VnetHeader};
 use vbet_proto::vbet::port::v1 as pb;
 
 /// Limits and behaviour of a fabric.
@@ -69,6 +77,8 @@ pub struct SwitchPort {
     pub description: String,
     /// The client's data socket address.
     pub peer_addr: RawSockAddr,
+    /// Plain version 3, or fast mode with a client of ours.
+    pub mode: DataMode,
     /// When it connected.
     pub connected: Instant,
     /// State, impairments, counters.
@@ -77,6 +87,14 @@ pub struct SwitchPort {
     pub vlan: RwLock<VlanConfig>,
     data_path: Option<PathBuf>,
     tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// Who is at the other end of a new port.
+struct Client {
+    cred: PeerCred,
+    description: String,
+    addr: RawSockAddr,
+    mode: DataMode,
 }
 
 /// Why a port could not be added.
@@ -218,6 +236,12 @@ impl Fabric {
             let _ = std::fs::remove_file(&data_path);
             data_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
         })?;
+        // Fast mode when the client offers it and the path leaves room
+        // for the marker in the reply.
+        let (reply, mode) = match reply.with_fast_marker() {
+            Some(marked) if request.data_addr.offers_fast() => (marked, DataMode::Fast),
+            _ => (reply, DataMode::Plain),
+        };
         let connected = request
             .data_addr
             .to_socket_addr()
@@ -234,14 +258,13 @@ impl Fabric {
         size_buffers(&data, DATA_BUFFER_BYTES);
         let data = Arc::new(UnixDatagram::from_std(data).map_err(data_err)?);
 
-        let port = self.attach(
-            id,
-            peer,
-            request.description.clone(),
-            request.data_addr,
-            data,
-            Some(data_path),
-        );
+        let client = Client {
+            cred: peer,
+            description: request.description.clone(),
+            addr: request.data_addr,
+            mode,
+        };
+        let port = self.attach(id, client, data, Some(data_path));
         Ok((port, reply))
     }
 
@@ -250,12 +273,16 @@ impl Fabric {
     fn attach(
         self: &Arc<Self>,
         id: PortId,
-        peer: PeerCred,
-        description: String,
-        peer_addr: RawSockAddr,
+        client: Client,
         data: Arc<UnixDatagram>,
         data_path: Option<PathBuf>,
     ) -> Arc<SwitchPort> {
+        let Client {
+            cred: peer,
+            description,
+            addr: peer_addr,
+            mode,
+        } = client;
         let counters: Arc<Counters> = Arc::default();
         let inbound: Sink = {
             let fabric = Arc::downgrade(self);
@@ -266,9 +293,21 @@ impl Fabric {
                 Delivery::Sent
             })
         };
-        let outbound: Sink = {
-            let egress = Egress::new(data.clone(), counters.clone(), DEFAULT_BACKLOG);
-            Arc::new(move |frame: &[u8]| egress.send(frame))
+        let outbound: Sink = match mode {
+            DataMode::Fast => {
+                let egress = Egress::with_header(
+                    data.clone(),
+                    counters.clone(),
+                    DEFAULT_BACKLOG,
+                    vnet::HEADER_LEN,
+                );
+                Arc::new(move |packet: &[u8]| egress.send(packet))
+            }
+            DataMode::Plain => {
+                let egress = Egress::new(data.clone(), counters.clone(), DEFAULT_BACKLOG);
+                let counters = counters.clone();
+                Arc::new(move |packet: &[u8]| send_plain(&egress, &counters, packet))
+            }
         };
         let port = Arc::new(SwitchPort {
             id,
@@ -276,7 +315,8 @@ impl Fabric {
             description,
             peer_addr,
             connected: Instant::now(),
-            link: PortLink::new(counters, inbound, outbound),
+            mode,
+            link: PortLink::with_header(counters, inbound, outbound, vnet::HEADER_LEN),
             vlan: RwLock::default(),
             data_path,
             tasks: Mutex::default(),
@@ -312,14 +352,13 @@ impl Fabric {
         let data = Arc::new(UnixDatagram::from_std(client.data).map_err(data_err)?);
         let ctl = UnixStream::from_std(client.ctl).map_err(data_err)?;
         let description = format!("uplink to {}", client.ctl_path.display());
-        let port = self.attach(
-            id,
-            PeerCred::default(),
+        let peer = Client {
+            cred: PeerCred::default(),
             description,
-            client.switch_addr,
-            data,
-            None,
-        );
+            addr: client.switch_addr,
+            mode: client.mode,
+        };
+        let port = self.attach(id, peer, data, None);
         Ok((port, ctl))
     }
 
@@ -361,10 +400,13 @@ impl Fabric {
         }
     }
 
-    /// Forwards a frame that came in on port `ingress` (and passed its
-    /// inbound impairments).
-    pub fn forward(&self, ingress: PortId, bytes: &[u8]) {
-        let Ok(frame) = Frame::new_checked(bytes) else {
+    /// Forwards a packet (virtio-net header and frame) that came in on
+    /// port `ingress` (and passed its inbound impairments).
+    pub fn forward(&self, ingress: PortId, packet: &[u8]) {
+        let Some(header) = VnetHeader::parse(packet) else {
+            return;
+        };
+        let Ok(frame) = Frame::new_checked(&packet[vnet::HEADER_LEN..]) else {
             return;
         };
         let ports = self.ports.read().expect("ports poisoned");
@@ -386,46 +428,113 @@ impl Fabric {
             Destination::Filter => {}
             Destination::Port(id) => {
                 if let Some(out) = ports.get(&id) {
-                    self.emit(out, vlan, &frame);
+                    self.emit(out, vlan, packet, &header, &frame);
                 }
             }
             Destination::Flood => {
                 for out in ports.values().filter(|p| p.id != ingress) {
-                    self.emit(out, vlan, &frame);
+                    self.emit(out, vlan, packet, &header, &frame);
                 }
             }
         }
     }
 
-    fn emit(&self, out: &SwitchPort, vlan: u16, frame: &Frame<'_>) {
+    fn emit(
+        &self,
+        out: &SwitchPort,
+        vlan: u16,
+        packet: &[u8],
+        header: &VnetHeader,
+        frame: &Frame<'_>,
+    ) {
         let egress = out.vlan.read().expect("vlan poisoned").egress(vlan);
         let mut scratch = Vec::new();
+        let mut retag = |header: VnetHeader, write: &dyn Fn(&mut Vec<u8>)| {
+            let mut body = Vec::with_capacity(frame.as_bytes().len() + 4);
+            write(&mut body);
+            scratch.clear();
+            scratch.extend_from_slice(&header.encode());
+            scratch.extend_from_slice(&body);
+        };
         let bytes = match egress {
             Tagging::Blocked => return,
-            Tagging::Untagged if frame.vlan().is_none() => frame.as_bytes(),
+            Tagging::Untagged if frame.vlan().is_none() => packet,
             Tagging::Untagged => {
-                untag_into(frame, &mut scratch);
+                retag(header.shifted(-4), &|out| untag_into(frame, out));
                 &scratch
             }
             Tagging::Tagged => {
-                tag_into(frame, vlan, &mut scratch);
+                let delta = if frame.vlan().is_some() { 0 } else { 4 };
+                retag(header.shifted(delta), &|out| tag_into(frame, vlan, out));
                 &scratch
             }
         };
-        self.capture.record(out.id, Direction::Out, bytes);
+        self.capture
+            .record(out.id, Direction::Out, &bytes[vnet::HEADER_LEN..]);
+        let tagged_gso = VnetHeader::parse(bytes).is_some_and(|h| h.gso_type != vnet::GSO_NONE)
+            && Frame::new_checked(&bytes[vnet::HEADER_LEN..]).is_ok_and(|f| f.vlan().is_some());
+        if tagged_gso && out.mode == DataMode::Fast {
+            // A TAP refuses a GSO frame behind an 802.1Q tag: segment it
+            // here and send the pieces with plain headers.
+            let plain = VnetHeader::PLAIN.encode();
+            let mut piece = Vec::new();
+            let done = vnet::for_each_plain(bytes, &mut Vec::new(), |frame| {
+                piece.clear();
+                piece.extend_from_slice(&plain);
+                piece.extend_from_slice(frame);
+                out.link.transmit(&piece);
+            });
+            if done.is_err() {
+                out.link.counters().dropped(DropReason::Offload);
+            }
+            return;
+        }
         out.link.transmit(bytes);
     }
 }
 
-/// Reads the frames a port's client sends until the port is removed.
+/// Sends a packet to a plain port: the frame as it is when its header is
+/// plain, else the ordinary frames it stands for (checksum completed, TCP
+/// segmented).
+fn send_plain(egress: &Egress, counters: &Counters, packet: &[u8]) -> Delivery {
+    match VnetHeader::parse(packet) {
+        Some(header) if header.is_plain() => egress.send(&packet[vnet::HEADER_LEN..]),
+        _ => {
+            let mut delivery = Delivery::Sent;
+            let done = vnet::for_each_plain(packet, &mut Vec::new(), |frame| {
+                if egress.send(frame) != Delivery::Sent {
+                    delivery = Delivery::Busy;
+                }
+            });
+            match done {
+                Ok(_) => delivery,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dropped a packet a plain port cannot take");
+                    counters.dropped(DropReason::Offload);
+                    Delivery::Sent
+                }
+            }
+        }
+    }
+}
+
+/// The largest datagram a fast port may send: a virtio-net header, an
+/// Ethernet header with two tags and a 64 KiB IP packet.
+const FAST_MAX: usize = vnet::HEADER_LEN + 22 + 65535;
+
+/// Reads the frames a port's client sends until the port is removed. A
+/// plain frame is read behind room for a plain header; a fast port's
+/// datagram is a packet already.
 async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<UnixDatagram>) {
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; 128 * 1024];
     let counters = port.link.counters().clone();
     let Some(max_frame) = fabric.upgrade().map(|f| f.config.max_frame) else {
         return;
     };
+    let fast = port.mode == DataMode::Fast;
+    let at = if fast { 0 } else { vnet::HEADER_LEN };
     loop {
-        let n = match data.recv(&mut buf).await {
+        let n = match data.recv(&mut buf[at..]).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!(port = port.id, error = %e, "data socket error");
@@ -433,21 +542,35 @@ async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<U
                 continue;
             }
         };
-        if n < HEADER_LEN {
-            counters.rx(n);
+        let len = at + n;
+        let frame_len = len.saturating_sub(vnet::HEADER_LEN);
+        if len < vnet::HEADER_LEN + HEADER_LEN {
+            counters.rx(frame_len);
             counters.dropped(DropReason::Runt);
             continue;
         }
-        if n > max_frame {
-            counters.rx(n);
-            counters.dropped(DropReason::Oversize);
-            continue;
+        if fast {
+            let gso = buf[1] != vnet::GSO_NONE;
+            if (gso && len > FAST_MAX) || (!gso && frame_len > max_frame) {
+                counters.rx(frame_len);
+                counters.dropped(DropReason::Oversize);
+                continue;
+            }
+        } else {
+            if frame_len > max_frame {
+                counters.rx(frame_len);
+                counters.dropped(DropReason::Oversize);
+                continue;
+            }
+            buf[..vnet::HEADER_LEN].fill(0);
         }
         let Some(fabric) = fabric.upgrade() else {
             return;
         };
-        fabric.capture.record(port.id, Direction::In, &buf[..n]);
-        port.link.receive(&buf[..n]);
+        fabric
+            .capture
+            .record(port.id, Direction::In, &buf[vnet::HEADER_LEN..len]);
+        port.link.receive(&buf[..len]);
     }
 }
 
