@@ -18,7 +18,9 @@ use vbet_port::client;
 use vbet_port::counters::Counters;
 use vbet_port::link::{Delivery, LinkState, PortLink, Sink};
 use vbet_port::mac_table::PortId;
+use vbet_port::protocol::DataMode;
 use vbet_port::socket::{DATA_BUFFER_BYTES, size_buffers};
+use vbet_port::vnet;
 
 use crate::spec::{Cidr, RouteSpec, VmSpec, Wiring, parse_mac};
 use crate::sys;
@@ -106,9 +108,12 @@ pub struct NicPlan {
     pub addresses: Vec<Cidr>,
     /// Wiring.
     pub wiring: Wiring,
-    /// Frames carry a virtio-net header and the TAP takes TCP segmentation
-    /// and checksum offload: the fast mode between two of our monitors (a
-    /// direct wire), where 64 KiB segments travel as one datagram.
+    /// Frames read from and written to the TAP carry a virtio-net header,
+    /// so the TAP can take TCP segmentation and checksum offload: the fast
+    /// mode between two of our processes (always on a direct wire; on a
+    /// switch port when the switch is switchd and agrees), where 64 KiB
+    /// segments travel as one datagram. The offloads themselves are turned
+    /// on only while the cable's far end is fast.
     pub offload: bool,
 }
 
@@ -126,7 +131,7 @@ pub fn plan(spec: &VmSpec) -> Vec<NicPlan> {
                 .unwrap_or_else(|| derive_mac(&spec.lab, &spec.name, n.index)),
             addresses: n.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
             wiring: n.wiring.clone(),
-            offload: matches!(n.wiring, Wiring::Wire { .. }),
+            offload: matches!(n.wiring, Wiring::Wire { .. } | Wiring::Switch { .. }),
         })
         .collect()
 }
@@ -159,7 +164,9 @@ pub fn create(
                 source,
             };
             let fd = sys::tap_open(&plan.name, plan.offload).map_err(tap_err)?;
-            if plan.offload {
+            // A wire is fast from the start; a switch port once its switch
+            // agrees (see `start`).
+            if matches!(plan.wiring, Wiring::Wire { .. }) {
                 sys::tap_set_offload(&fd, sys::TAP_OFFLOADS).map_err(tap_err)?;
             }
             taps.push(Tap { plan, fd });
@@ -298,10 +305,41 @@ struct Fabric {
     /// exist yet, or restart).
     remote: Option<PathBuf>,
     connected: AtomicBool,
+    /// The TAP's frames carry a virtio-net header.
+    vnet_hdr: bool,
+    /// The cable's far end takes packets (header and frame) as they are;
+    /// else it is a plain version-3 peer.
+    fast: AtomicBool,
 }
 
 impl Fabric {
-    fn send(&self, frame: &[u8]) -> Delivery {
+    /// Sends a packet from the TAP: as it is to a fast peer; to a plain
+    /// one, the ordinary frames it stands for.
+    fn send(&self, packet: &[u8]) -> Delivery {
+        if !self.vnet_hdr || self.fast.load(Ordering::Relaxed) {
+            return self.send_datagram(packet);
+        }
+        match vnet::VnetHeader::parse(packet) {
+            Some(h) if h.is_plain() => self.send_datagram(&packet[vnet::HEADER_LEN..]),
+            _ => {
+                // Sent just before the offloads were turned off, or a
+                // guest that forces them: segment here.
+                let mut delivery = Delivery::Sent;
+                let done = vnet::for_each_plain(packet, &mut Vec::new(), |frame| {
+                    let d = self.send_datagram(frame);
+                    if d != Delivery::Sent {
+                        delivery = d;
+                    }
+                });
+                if done.is_err() {
+                    return Delivery::Failed;
+                }
+                delivery
+            }
+        }
+    }
+
+    fn send_datagram(&self, frame: &[u8]) -> Delivery {
         let Some(sock) = self.sock.lock().expect("not poisoned").clone() else {
             return Delivery::Failed;
         };
@@ -407,6 +445,8 @@ pub async fn start(
             Wiring::Wire { remote, .. } => Some(remote.clone()),
             _ => None,
         },
+        vnet_hdr: tap.plan.offload,
+        fast: AtomicBool::new(matches!(tap.plan.wiring, Wiring::Wire { .. })),
         ..Fabric::default()
     });
     let counters: Arc<Counters> = Arc::default();
@@ -426,7 +466,7 @@ pub async fn start(
         Arc::new(
             move |frame: &[u8]| match nix::unistd::write(tap.get_ref(), frame) {
                 Ok(_) => {
-                    counters.tx(frame.len());
+                    counters.tx(frame.len() - hdr);
                     capture.record(id, Direction::Out, frame.get(hdr..).unwrap_or_default());
                     Delivery::Sent
                 }
@@ -437,7 +477,7 @@ pub async fn start(
     };
     let state = Arc::new(NicState {
         plan: tap.plan,
-        port: PortLink::new(counters, inbound, outbound),
+        port: PortLink::with_header(counters, inbound, outbound, hdr),
         capture,
         tap: fd.clone(),
         fabric: fabric.clone(),
@@ -456,16 +496,17 @@ pub async fn start(
         }
         Wiring::Switch { ctl } => {
             let path = ctl.clone();
-            let port = tokio::task::spawn_blocking(move || client::connect(&path))
-                .await
-                .map_err(|e| NicError::Io {
-                    what: "switch connection".into(),
-                    source: std::io::Error::other(e),
-                })?
-                .map_err(|source| NicError::Switch {
-                    nic: state.plan.index,
-                    source,
-                })?;
+            let port =
+                tokio::task::spawn_blocking(move || client::connect_as(&path, DataMode::Fast))
+                    .await
+                    .map_err(|e| NicError::Io {
+                        what: "switch connection".into(),
+                        source: std::io::Error::other(e),
+                    })?
+                    .map_err(|source| NicError::Switch {
+                        nic: state.plan.index,
+                        source,
+                    })?;
             let attached = attach(&state, port).map_err(io(format!("{name}: switch port")))?;
             tokio::spawn(switch_port(state.clone(), ctl, attached));
         }
@@ -508,7 +549,8 @@ async fn switch_port(
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(1));
             let path = ctl.clone();
-            if let Ok(Ok(port)) = tokio::task::spawn_blocking(move || client::connect(&path)).await
+            if let Ok(Ok(port)) =
+                tokio::task::spawn_blocking(move || client::connect_as(&path, DataMode::Fast)).await
             {
                 match attach(&state, port) {
                     Ok(a) => break a,
@@ -527,6 +569,16 @@ fn attach(
     port.ctl.set_nonblocking(true)?;
     let data = Arc::new(UnixDatagram::from_std(port.data)?);
     let ctl = tokio::net::UnixStream::from_std(port.ctl)?;
+    // The guest hands over 64 KiB TCP segments only while the switch
+    // takes them; a plain switch gets what the guest's own stack
+    // segmented and checksummed.
+    let fast = state.plan.offload && port.mode == DataMode::Fast;
+    if state.plan.offload {
+        let offloads = if fast { sys::TAP_OFFLOADS } else { 0 };
+        sys::tap_set_offload(state.tap.get_ref(), offloads)?;
+    }
+    state.fabric.fast.store(fast, Ordering::Relaxed);
+    tracing::info!(nic = %state.plan.name, fast, "switch port mode");
     *state.fabric.sock.lock().expect("not poisoned") = Some(data.clone());
     Ok((data, ctl))
 }
@@ -585,10 +637,18 @@ async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
 }
 
 /// Frames from the cable: through the port's outbound lane to the TAP.
+/// A fast peer's datagrams are packets already; a plain peer's frames get
+/// a plain virtio-net header when the TAP has one.
 async fn fabric_to_tap(state: Arc<NicState>, sock: Arc<UnixDatagram>) {
     let mut buf = vec![0u8; FRAME_MAX];
-    while let Ok(n) = sock.recv(&mut buf).await {
-        state.port.transmit(&buf[..n]);
+    let at = if state.plan.offload && !state.fabric.fast.load(Ordering::Relaxed) {
+        vnet::HEADER_LEN
+    } else {
+        0
+    };
+    while let Ok(n) = sock.recv(&mut buf[at..]).await {
+        buf[..at].fill(0);
+        state.port.transmit(&buf[..at + n]);
     }
 }
 
