@@ -1,10 +1,14 @@
 //! Interoperation with Debian's peers: VDE's `vde_plug2tap` on our switch,
-//! and our client side on `uml_switch` and `vde_switch`.
+//! and our client side on `uml_switch` and `vde_switch` (where an offer of
+//! fast mode goes unnoticed and the port stays plain).
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use vbet_port::client::connect_as;
+use vbet_port::protocol::DataMode;
+use vbet_port::vnet;
 use vbet_tests::netns::TapEndpoint;
 use vbet_tests::process::Spawned;
 use vbet_tests::switch::{RawPort, SwitchDaemon, test_frame};
@@ -43,22 +47,41 @@ fn vde_plug2tap_endpoint_and_uml_guest_ping_through_switchd() {
 }
 
 /// Two of our client ports on the switch at `ctl` exchange a broadcast
-/// and then a unicast frame.
-fn our_clients_exchange_frames(ctl: &Path) {
-    let a = RawPort::connect(ctl);
+/// and then a unicast frame. Port `a` offers fast mode and must end up in
+/// `expect` (fast on switchd, plain on every other switch); port `b` is
+/// plain. In fast mode `a`'s frames carry a virtio-net header both ways,
+/// and switchd adds and strips it for `b`.
+fn our_clients_exchange_frames(ctl: &Path, expect: DataMode) {
+    let a = RawPort {
+        port: connect_as(ctl, DataMode::Fast).expect("a plugs in"),
+    };
+    assert_eq!(a.port.mode, expect, "mode agreed with {}", ctl.display());
     let b = RawPort::connect(ctl);
+    let h = if expect == DataMode::Fast {
+        vnet::HEADER_LEN
+    } else {
+        0
+    };
     let mac_a = [2, 0, 0, 0, 0x0c, 1];
     let mac_b = [2, 0, 0, 0, 0x0c, 2];
-    a.send(&test_frame([0xff; 6], mac_a, b"hello all"));
+    let mut packet = vec![0u8; h];
+    packet.extend_from_slice(&test_frame([0xff; 6], mac_a, b"hello all"));
+    a.send(&packet);
     let got = b
         .recv_matching(Duration::from_secs(5), |f| f[6..12] == mac_a)
         .expect("b got a's broadcast");
     assert_eq!(&got[14..23], b"hello all");
     b.send(&test_frame(mac_a, mac_b, b"hello a"));
     let got = a
-        .recv_matching(Duration::from_secs(5), |f| f[6..12] == mac_b)
+        .recv_matching(Duration::from_secs(5), |f| {
+            f.len() > h + 12 && f[h + 6..h + 12] == mac_b
+        })
         .expect("a got b's unicast");
-    assert_eq!(&got[14..21], b"hello a");
+    assert!(
+        got[..h].iter().all(|b| *b == 0),
+        "a plain frame has a plain header"
+    );
+    assert_eq!(&got[h + 14..h + 21], b"hello a");
 }
 
 #[test]
@@ -68,7 +91,7 @@ fn our_client_works_with_switchd() {
     }
     let dir = tempfile::tempdir().unwrap();
     let sw = SwitchDaemon::start("switchd", &dir.path().join("sw"), &[]);
-    our_clients_exchange_frames(&sw.ctl());
+    our_clients_exchange_frames(&sw.ctl(), DataMode::Fast);
 }
 
 #[test]
@@ -84,7 +107,7 @@ fn our_client_works_with_uml_switch() {
     wait_for("uml_switch to listen", Duration::from_secs(5), || {
         listening(&ctl).then_some(())
     });
-    our_clients_exchange_frames(&ctl);
+    our_clients_exchange_frames(&ctl, DataMode::Plain);
 }
 
 #[test]
@@ -100,5 +123,5 @@ fn our_client_works_with_vde_switch() {
     wait_for("vde_switch to listen", Duration::from_secs(5), || {
         listening(&sw.join("ctl")).then_some(())
     });
-    our_clients_exchange_frames(&sw);
+    our_clients_exchange_frames(&sw, DataMode::Plain);
 }
