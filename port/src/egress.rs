@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::net::UnixDatagram;
 use tokio::sync::Notify;
 
 use crate::counters::Counters;
 use crate::link::Delivery;
+use crate::socket::DataSocket;
 
 /// Default number of frames held while a receiver is full.
 pub const DEFAULT_BACKLOG: usize = 256;
@@ -23,7 +23,7 @@ pub const DEFAULT_BACKLOG: usize = 256;
 /// The sending side of a data socket.
 #[derive(Debug)]
 pub struct Egress {
-    socket: Arc<UnixDatagram>,
+    socket: Arc<DataSocket>,
     counters: Arc<Counters>,
     backlog: Mutex<VecDeque<Vec<u8>>>,
     limit: usize,
@@ -36,14 +36,14 @@ impl Egress {
     /// holding at most `limit` frames while the receiver is full. Starts
     /// a task (in the current tokio runtime) that drains the backlog; it
     /// ends when the `Egress` is dropped.
-    pub fn new(socket: Arc<UnixDatagram>, counters: Arc<Counters>, limit: usize) -> Arc<Egress> {
+    pub fn new(socket: Arc<DataSocket>, counters: Arc<Counters>, limit: usize) -> Arc<Egress> {
         Egress::with_header(socket, counters, limit, 0)
     }
 
     /// As [`Egress::new`], for datagrams that start with a `header`-byte
     /// virtio-net header (not counted as frame bytes).
     pub fn with_header(
-        socket: Arc<UnixDatagram>,
+        socket: Arc<DataSocket>,
         counters: Arc<Counters>,
         limit: usize,
         header: usize,
@@ -141,10 +141,11 @@ mod tests {
 
     #[tokio::test]
     async fn holds_frames_while_the_receiver_is_full_and_delivers_them_in_order() {
-        let (tx, rx) = UnixDatagram::pair().unwrap();
+        let (tx, rx) = std::os::unix::net::UnixDatagram::pair().unwrap();
         crate::socket::size_buffers(&tx, 4096);
+        let rx = DataSocket::new(rx).unwrap();
         let counters: Arc<Counters> = Arc::default();
-        let egress = Egress::new(Arc::new(tx), counters.clone(), 64);
+        let egress = Egress::new(Arc::new(DataSocket::new(tx).unwrap()), counters.clone(), 64);
         let mut sent = 0u32;
         for n in 0..200u32 {
             let mut frame = vec![0u8; 1000];

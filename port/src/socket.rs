@@ -1,4 +1,7 @@
-//! Small socket helpers: peer credentials and buffer sizes.
+//! Small socket helpers: peer credentials, buffer sizes, and the data
+//! socket of a port.
+
+use std::io;
 
 use std::os::fd::AsFd;
 
@@ -38,4 +41,85 @@ pub fn size_buffers(socket: &impl AsFd, bytes: usize) {
     if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_err() {
         let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
     }
+}
+
+/// A non-blocking Unix datagram socket of a port's data path, watched for
+/// reading only.
+///
+/// A socket registered for both directions (as `tokio::net::UnixDatagram`
+/// is) wakes its process each time the peer consumes a datagram it sent:
+/// the freed buffer space raises `EPOLLOUT`, edge-triggered, although
+/// nobody waits to write. On a data path that is one needless wake-up per
+/// frame in each process. Sends here never wait: they either go or fail
+/// with `WouldBlock`; [`DataSocket::writable`] registers for writing only
+/// for as long as a sender actually waits.
+#[derive(Debug)]
+pub struct DataSocket {
+    io: tokio::io::unix::AsyncFd<std::os::unix::net::UnixDatagram>,
+}
+
+impl DataSocket {
+    /// Makes `socket` non-blocking and registers it, for reading, with the
+    /// current tokio runtime.
+    pub fn new(socket: std::os::unix::net::UnixDatagram) -> io::Result<DataSocket> {
+        socket.set_nonblocking(true)?;
+        let io = register(socket, tokio::io::Interest::READABLE)?;
+        Ok(DataSocket { io })
+    }
+
+    /// The socket.
+    pub fn get_ref(&self) -> &std::os::unix::net::UnixDatagram {
+        self.io.get_ref()
+    }
+
+    /// Receives one datagram, waiting for it.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut ready = self.io.readable().await?;
+            match ready.try_io(|s| s.get_ref().recv(buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends one datagram to the connected peer now, or fails (with
+    /// `WouldBlock` when the peer has no room).
+    pub fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.get_ref().send(buf)
+    }
+
+    /// Waits until the socket may be written again.
+    pub async fn writable(&self) -> io::Result<()> {
+        let watch = register(self.get_ref().try_clone()?, tokio::io::Interest::WRITABLE)?;
+        let _ready = watch.writable().await?;
+        Ok(())
+    }
+}
+
+/// Registers a socket we own with the current runtime for `interest`.
+#[allow(unsafe_code)]
+fn register(
+    socket: std::os::unix::net::UnixDatagram,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::unix::net::UnixDatagram>> {
+    // SAFETY: the AsyncFd owns the socket, whose descriptor is open, is
+    // closed only when the socket is dropped with the AsyncFd, and is the
+    // same number for as long as it lives.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }
+        .map_err(io::Error::from)
+}
+
+/// Registers a descriptor (a TAP) with the current runtime for reading
+/// only: writes to it never wait, and a registration for writing would
+/// wake the process each time the kernel frees what it wrote (see
+/// [`DataSocket`]).
+#[allow(unsafe_code)]
+pub fn register_readable(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the AsyncFd owns the descriptor, which is open, is closed
+    // only when it is dropped with the AsyncFd, and keeps its number.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::net::{UnixDatagram, UnixStream};
+use tokio::net::UnixStream;
 use tokio::task::AbortHandle;
 use vbet_port::capture::{CaptureTap, Direction};
 use vbet_port::counters::{Counters, DropReason, accumulate};
@@ -25,7 +25,7 @@ use vbet_port::link::{Delivery, PortLink, Sink};
 use vbet_port::mac_table::{MacTable, PortId};
 use vbet_port::protocol::{DataMode, RawSockAddr, Request};
 use vbet_port::server::{bind_private, reclaim_stale};
-use vbet_port::socket::{DATA_BUFFER_BYTES, PeerCred, size_buffers};
+use vbet_port::socket::{DATA_BUFFER_BYTES, DataSocket, PeerCred, size_buffers};
 use vbet_port::vlan::{Tagging, VlanConfig};
 use vbet_port::vnet::{self, VnetHeader};
 use vbet_proto::vbet::port::v1 as pb;
@@ -256,7 +256,7 @@ impl Fabric {
             });
         }
         size_buffers(&data, DATA_BUFFER_BYTES);
-        let data = Arc::new(UnixDatagram::from_std(data).map_err(data_err)?);
+        let data = Arc::new(DataSocket::new(data).map_err(data_err)?);
 
         let client = Client {
             cred: peer,
@@ -274,7 +274,7 @@ impl Fabric {
         self: &Arc<Self>,
         id: PortId,
         client: Client,
-        data: Arc<UnixDatagram>,
+        data: Arc<DataSocket>,
         data_path: Option<PathBuf>,
     ) -> Arc<SwitchPort> {
         let Client {
@@ -349,7 +349,7 @@ impl Fabric {
         client.data.set_nonblocking(true).map_err(data_err)?;
         client.ctl.set_nonblocking(true).map_err(data_err)?;
         size_buffers(&client.data, DATA_BUFFER_BYTES);
-        let data = Arc::new(UnixDatagram::from_std(client.data).map_err(data_err)?);
+        let data = Arc::new(DataSocket::new(client.data).map_err(data_err)?);
         let ctl = UnixStream::from_std(client.ctl).map_err(data_err)?;
         let description = format!("uplink to {}", client.ctl_path.display());
         let peer = Client {
@@ -525,7 +525,7 @@ const FAST_MAX: usize = vnet::HEADER_LEN + 22 + 65535;
 /// Reads the frames a port's client sends until the port is removed. A
 /// plain frame is read behind room for a plain header; a fast port's
 /// datagram is a packet already.
-async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<UnixDatagram>) {
+async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<DataSocket>) {
     let mut buf = vec![0u8; 128 * 1024];
     let counters = port.link.counters().clone();
     let Some(max_frame) = fabric.upgrade().map(|f| f.config.max_frame) else {

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use tokio::io::unix::AsyncFd;
-use tokio::net::UnixDatagram;
 use vbet_port::capture::{CaptureTap, Direction};
 use vbet_port::client;
 use vbet_port::counters::Counters;
 use vbet_port::link::{Delivery, LinkState, PortLink, Sink};
 use vbet_port::mac_table::PortId;
 use vbet_port::protocol::DataMode;
-use vbet_port::socket::{DATA_BUFFER_BYTES, size_buffers};
+use vbet_port::socket::{DATA_BUFFER_BYTES, DataSocket, register_readable, size_buffers};
 use vbet_port::vnet;
 
 use crate::spec::{Cidr, RouteSpec, VmSpec, Wiring, parse_mac};
@@ -300,7 +299,7 @@ fn bad_route<E: std::fmt::Display>(dst: &str) -> impl Fn(E) -> NicError + '_ {
 /// port's, or a direct wire's), while there is one.
 #[derive(Debug, Default)]
 struct Fabric {
-    sock: Mutex<Option<Arc<UnixDatagram>>>,
+    sock: Mutex<Option<Arc<DataSocket>>>,
     /// For a direct wire: the far end, connected to lazily (it may not
     /// exist yet, or restart).
     remote: Option<PathBuf>,
@@ -345,7 +344,7 @@ impl Fabric {
         };
         if let Some(remote) = &self.remote {
             if !self.connected.load(Ordering::Relaxed) {
-                if sock.connect(remote).is_err() {
+                if sock.get_ref().connect(remote).is_err() {
                     return Delivery::Failed;
                 }
                 self.connected.store(true, Ordering::Relaxed);
@@ -439,7 +438,7 @@ pub async fn start(
 ) -> Result<Arc<NicState>, NicError> {
     let io = |what: String| move |source| NicError::Io { what, source };
     let name = tap.plan.name.clone();
-    let fd = Arc::new(sys::async_fd(tap.fd).map_err(io(format!("registering {name}")))?);
+    let fd = Arc::new(register_readable(tap.fd).map_err(io(format!("registering {name}")))?);
     let fabric = Arc::new(Fabric {
         remote: match &tap.plan.wiring {
             Wiring::Wire { remote, .. } => Some(remote.clone()),
@@ -487,9 +486,12 @@ pub async fn start(
         Wiring::None => {}
         Wiring::Wire { local, .. } => {
             let _ = std::fs::remove_file(&local);
-            let sock = UnixDatagram::bind(&local)
+            let sock = std::os::unix::net::UnixDatagram::bind(&local)
+                .and_then(|sock| {
+                    size_buffers(&sock, DATA_BUFFER_BYTES);
+                    DataSocket::new(sock)
+                })
                 .map_err(io(format!("binding wire socket {}", local.display())))?;
-            size_buffers(&sock, DATA_BUFFER_BYTES);
             let sock = Arc::new(sock);
             *fabric.sock.lock().expect("not poisoned") = Some(sock.clone());
             tokio::spawn(fabric_to_tap(state.clone(), sock));
@@ -520,7 +522,7 @@ pub async fn start(
 async fn switch_port(
     state: Arc<NicState>,
     ctl: PathBuf,
-    mut attached: (Arc<UnixDatagram>, tokio::net::UnixStream),
+    mut attached: (Arc<DataSocket>, tokio::net::UnixStream),
 ) {
     let name = state.plan.name.clone();
     let mut first = true;
@@ -564,10 +566,9 @@ async fn switch_port(
 fn attach(
     state: &NicState,
     port: client::ClientPort,
-) -> std::io::Result<(Arc<UnixDatagram>, tokio::net::UnixStream)> {
-    port.data.set_nonblocking(true)?;
+) -> std::io::Result<(Arc<DataSocket>, tokio::net::UnixStream)> {
     port.ctl.set_nonblocking(true)?;
-    let data = Arc::new(UnixDatagram::from_std(port.data)?);
+    let data = Arc::new(DataSocket::new(port.data)?);
     let ctl = tokio::net::UnixStream::from_std(port.ctl)?;
     // The guest hands over 64 KiB TCP segments only while the switch
     // takes them; a plain switch gets what the guest's own stack
@@ -639,7 +640,7 @@ async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
 /// Frames from the cable: through the port's outbound lane to the TAP.
 /// A fast peer's datagrams are packets already; a plain peer's frames get
 /// a plain virtio-net header when the TAP has one.
-async fn fabric_to_tap(state: Arc<NicState>, sock: Arc<UnixDatagram>) {
+async fn fabric_to_tap(state: Arc<NicState>, sock: Arc<DataSocket>) {
     let mut buf = vec![0u8; FRAME_MAX];
     let at = if state.plan.offload && !state.fabric.fast.load(Ordering::Relaxed) {
         vnet::HEADER_LEN
