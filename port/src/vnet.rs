@@ -572,6 +572,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn hostile_packets_never_panic() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let good = v4_packet(4000, 0x18, 1448, None);
+        for _ in 0..20_000 {
+            let mut p = if rng.random_bool(0.5) {
+                good.clone()
+            } else {
+                let len = rng.random_range(0..200);
+                (0..len).map(|_| rng.random()).collect()
+            };
+            // Damage a few bytes, often in the headers.
+            for _ in 0..rng.random_range(1..4) {
+                if !p.is_empty() {
+                    let at = rng.random_range(0..p.len().min(90));
+                    p[at] = rng.random();
+                }
+            }
+            if p.len() > 1 && rng.random_bool(0.3) {
+                p[1] = [GSO_TCPV4, GSO_TCPV6, GSO_NONE][rng.random_range(0..3)];
+            }
+            if rng.random_bool(0.3) {
+                p.truncate(rng.random_range(0..p.len() + 1));
+            }
+            let _ = for_each_plain(&p, &mut Vec::new(), |_| {});
+        }
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         let mut p = v4_packet(3000, 0x10, 1448, None);
         assert_eq!(
