@@ -2,7 +2,8 @@
 //! from a fast port reaches another fast port whole, a plain port as
 //! MTU-sized segments with correct checksums, and a fast VLAN trunk as
 //! tagged segments (a TAP refuses GSO behind a tag). A header switchd
-//! cannot honour for a plain port is dropped there and counted.
+//! cannot honour for a plain port is dropped there and counted. Two
+//! switchds joined by an uplink agree on fast mode too.
 
 use std::time::Duration;
 
@@ -167,4 +168,41 @@ fn a_superframe_reaches_fast_ports_whole_and_plain_ports_segmented() {
     assert!(collect(&c, 0).is_empty());
     let drops = api.ports()[2].counters.unwrap().drops.unwrap();
     assert_eq!(drops.offload, 1, "{drops:?}");
+}
+
+/// Two switchds joined by `--uplink` agree on fast mode: a superframe
+/// crosses the uplink whole and is segmented only where it leaves by a
+/// plain port of the far switch.
+#[test]
+fn an_uplink_between_two_switchds_is_fast() {
+    if !require(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let core = SwitchDaemon::start("switchd", &dir.path().join("core"), &[]);
+    let core_ctl = core.ctl();
+    let edge = SwitchDaemon::start(
+        "switchd",
+        &dir.path().join("edge"),
+        &["--uplink", core_ctl.to_str().unwrap()],
+    );
+    let (core_api, edge_api) = (core.api(), edge.api());
+    assert!(core_api.wait_ports(1)[0].fast, "the core's uplink port");
+    assert!(edge_api.wait_ports(1)[0].fast, "the edge's uplink port");
+
+    let a = RawPort {
+        port: connect_as(&edge.ctl(), DataMode::Fast).expect("plugs in"),
+    };
+    let c = RawPort::connect(&core_ctl);
+    edge_api.wait_ports(2);
+    core_api.wait_ports(2);
+    let len = 9_000;
+    a.send(&superframe(len, GSO_TCPV4));
+    let pieces = collect(&c, 0);
+    assert_eq!(pieces.len(), len.div_ceil(MSS));
+    let data: Vec<u8> = pieces.iter().flat_map(|f| check_segment(f, 14)).collect();
+    assert_eq!(data, payload(len));
+    // One datagram crossed the uplink.
+    let uplink = &core_api.ports()[0];
+    assert_eq!(uplink.counters.unwrap().rx_frames, 1, "{uplink:?}");
 }
