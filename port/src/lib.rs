@@ -21,5 +21,6 @@ pub mod mac_table;
 pub mod protocol;
 pub mod server;
 pub mod socket;
+mod sys;
 pub mod vlan;
 pub mod vnet;

@@ -63,7 +63,7 @@ impl DataSocket {
     /// current tokio runtime.
     pub fn new(socket: std::os::unix::net::UnixDatagram) -> io::Result<DataSocket> {
         socket.set_nonblocking(true)?;
-        let io = register(socket, tokio::io::Interest::READABLE)?;
+        let io = crate::sys::register(socket, tokio::io::Interest::READABLE)?;
         Ok(DataSocket { io })
     }
 
@@ -91,35 +91,19 @@ impl DataSocket {
 
     /// Waits until the socket may be written again.
     pub async fn writable(&self) -> io::Result<()> {
-        let watch = register(self.get_ref().try_clone()?, tokio::io::Interest::WRITABLE)?;
+        let watch =
+            crate::sys::register(self.get_ref().try_clone()?, tokio::io::Interest::WRITABLE)?;
         let _ready = watch.writable().await?;
         Ok(())
     }
-}
-
-/// Registers a socket we own with the current runtime for `interest`.
-#[allow(unsafe_code)]
-fn register(
-    socket: std::os::unix::net::UnixDatagram,
-    interest: tokio::io::Interest,
-) -> io::Result<tokio::io::unix::AsyncFd<std::os::unix::net::UnixDatagram>> {
-    // SAFETY: the AsyncFd owns the socket, whose descriptor is open, is
-    // closed only when the socket is dropped with the AsyncFd, and is the
-    // same number for as long as it lives.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }
-        .map_err(io::Error::from)
 }
 
 /// Registers a descriptor (a TAP) with the current runtime for reading
 /// only: writes to it never wait, and a registration for writing would
 /// wake the process each time the kernel frees what it wrote (see
 /// [`DataSocket`]).
-#[allow(unsafe_code)]
 pub fn register_readable(
     fd: std::os::fd::OwnedFd,
 ) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    // SAFETY: the AsyncFd owns the descriptor, which is open, is closed
-    // only when it is dropped with the AsyncFd, and keeps its number.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(io::Error::from)
+    crate::sys::register(fd, tokio::io::Interest::READABLE)
 }
