@@ -52,6 +52,28 @@ export VBET_RUN_ROOT=$run_root
 now() { python3 -c "import time; print(time.monotonic())"; }
 since() { python3 -c "print(f'{$(now) - $1:.2f}')"; }
 mem_available_kib() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
+# lab_pss_kib LAB: the summed PSS of every process of a lab: its daemons
+# (command line under RUN_ROOT/LAB/), everything in its VMs' cgroups, and
+# the orchestrator (as Mininet's count has its Python process).
+lab_pss_kib() {
+  python3 - "$1" "$run_root" "$orch_pid" <<'PY'
+import os, sys
+lab, root, orchestrator = sys.argv[1:4]
+total = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        cg = open(f"/proc/{pid}/cgroup").read()
+        if pid != orchestrator and f"{root}/{lab}/" not in cmd and f"vbet/{lab}." not in cg:
+            continue
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    except OSError:
+        pass
+print(total)
+PY
+}
 # kib PID FIELD: a field of /proc/PID/smaps_rollup (Rss, Pss), in KiB.
 kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/smaps_rollup"; }
 
@@ -91,8 +113,8 @@ topology() {
   esac
 }
 
-printf '\n| shape | N | up: vBET | up: Mininet | down: vBET | down: Mininet | memory per node: vBET | Mininet | one vm-monitor RSS / PSS |\n'
-printf '|---|--:|--:|--:|--:|--:|--:|--:|--:|\n'
+printf '\n| shape | N | up: vBET | up: Mininet | down: vBET | down: Mininet | PSS per node: vBET | Mininet | MemAvailable drop per node: vBET | Mininet | one vm-monitor RSS / PSS |\n'
+printf '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n'
 for spec in "${specs[@]}"; do
   shape=${spec%%:*} n=${spec##*:} lab=b$shape$n
   topo=$work/$lab.vbet
@@ -107,21 +129,22 @@ for spec in "${specs[@]}"; do
   fi
   up=$(since "$t0")
   mem=$((($mem0 - $(mem_available_kib)) / n))
+  pss=$(($(lab_pss_kib "$lab") / n))
   mon=$(pgrep -f "run/$lab/specs/[hr]1.toml" | head -1)
   mon_mem="$(kib "$mon" Rss) / $(kib "$mon" Pss) KiB"
   t0=$(now)
   "$bin/vbet" down "$lab" >/dev/null 2>&1
   down=$(since "$t0")
 
-  mn_up=- mn_down=- mn_mem=-
+  mn_up=- mn_down=- mn_mem=- mn_pss=-
   if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import mininet' 2>/dev/null; then
     if out=$(/usr/bin/python3 bench/mininet_lab.py "$shape" "$n" 2>"$work/mn-$lab.log"); then
-      read -r mn_up mn_down mn_mem < <(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['up'], d['down'], d['mem_per_node_kib'])" "$out")
+      read -r mn_up mn_down mn_mem mn_pss < <(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['up'], d['down'], d['mem_per_node_kib'], d['pss_per_node_kib'])" "$out")
     else
       mn_up="failed ($(tail -1 "$work/mn-$lab.log"))"
     fi
     mn -c >/dev/null 2>&1 || true
   fi
-  printf '| %s | %s | %s s | %s s | %s s | %s s | %s KiB | %s KiB | %s |\n' \
-    "$shape" "$n" "$up" "$mn_up" "$down" "$mn_down" "$mem" "$mn_mem" "$mon_mem"
+  printf '| %s | %s | %s s | %s s | %s s | %s s | %s KiB | %s KiB | %s KiB | %s KiB | %s |\n' \
+    "$shape" "$n" "$up" "$mn_up" "$down" "$mn_down" "$pss" "$mn_pss" "$mem" "$mn_mem" "$mon_mem"
 done

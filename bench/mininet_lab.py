@@ -11,8 +11,9 @@ Usage: mininet_lab.py star|linear|ring N
             links, no switch.
 
 Run with Debian's /usr/bin/python3 (where the `mininet` package lives), as
-root. Memory per node is the drop of MemAvailable between before the build
-and after start, over N; the PSS of Mininet's node shells is given too.
+root. Memory per node: the drop of MemAvailable from before the build to
+after start, over N; and the PSS of Mininet's node shells and of this
+process, over N.
 """
 
 import json
@@ -73,7 +74,8 @@ def main():
     net.start()
     up = time.monotonic() - t0
     after = mem_available_kib()
-    pss = sum(pss_kib(h.pid) for h in net.hosts)
+    # Its node shells, and this Python process that holds the network.
+    pss = sum(pss_kib(h.pid) for h in net.hosts) + pss_kib(os.getpid())
     t0 = time.monotonic()
     net.stop()
     down = time.monotonic() - t0
@@ -83,7 +85,7 @@ def main():
                 "up": round(up, 2),
                 "down": round(down, 2),
                 "mem_per_node_kib": (before - after) // n,
-                "pss_per_host_kib": pss // max(len(net.hosts), 1),
+                "pss_per_node_kib": pss // n,
             }
         )
     )
