@@ -39,3 +39,19 @@ pub fn size_buffers(socket: &impl AsFd, bytes: usize) {
         let _ = setsockopt(socket, sockopt::RcvBuf, &bytes);
     }
 }
+
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the new soft limit.
+///
+/// A switch holds two descriptors per port (control stream and data
+/// socket) and an orchestrator a few per VM: the usual soft limit of 1024
+/// (systemd's default) would stop a switch near 500 ports. Children
+/// inherit the raised limit.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}

@@ -47,6 +47,10 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
+    // Its children (switches, monitors) inherit the raised limit.
+    if let Err(e) = vbet_port::socket::raise_open_file_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
     let bin_dir = args.bin_dir.unwrap_or_else(|| {
         std::env::current_exe()
             .ok()
