@@ -13,7 +13,7 @@ use vbet_proto::vbet::orchestrator::v1::orchestrator_server::Orchestrator as Ser
 use vbet_proto::vbet::port::v1 as port_pb;
 use vbet_proto::vbet::vm::v1 as vm_pb;
 
-use crate::lab::{LabError, Orchestrator, summaries};
+use crate::lab::{LabError, Orchestrator, TopologySource, summaries};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -104,17 +104,27 @@ impl Service for OrchestratorService {
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<Self::DeployStream>, Status> {
         let req = request.into_inner();
-        let path = PathBuf::from(&req.topology_path);
-        if !path.is_absolute() {
-            return Err(Status::invalid_argument(format!(
-                "topology path {} must be absolute",
-                path.display()
-            )));
-        }
+        let source = match req.topology {
+            Some(t) => TopologySource::Bundle(vbet_topology::Bundle {
+                name: t.name,
+                text: t.text,
+                files: t.files.into_iter().collect(),
+            }),
+            None => {
+                let path = PathBuf::from(&req.topology_path);
+                if !path.is_absolute() {
+                    return Err(Status::invalid_argument(format!(
+                        "topology path {} must be absolute (or send the topology itself)",
+                        path.display()
+                    )));
+                }
+                TopologySource::Path(path)
+            }
+        };
         let inner = self.inner.clone();
         Ok(Response::new(progress_stream(move |tx| async move {
             let lab = (!req.lab.is_empty()).then_some(req.lab.as_str());
-            inner.deploy(lab, &path, &tx).await.map(|_| ())
+            inner.deploy(lab, &source, &tx).await.map(|_| ())
         })))
     }
 

@@ -495,16 +495,8 @@ async fn follow(
 }
 
 async fn up(client: &mut Client, file: &Path, name: Option<String>) -> anyhow::Result<ExitCode> {
-    let path = file
-        .canonicalize()
-        .with_context(|| format!("cannot open topology {}", file.display()))?;
-    let mut stream = client
-        .deploy(pb::DeployRequest {
-            lab: name.unwrap_or_default(),
-            topology_path: path.display().to_string(),
-        })
-        .await?
-        .into_inner();
+    let request = crate::client::deploy_request(file, &name.unwrap_or_default())?;
+    let mut stream = client.deploy(request).await?.into_inner();
     follow(&mut stream, "deploying", pb::Phase::Ready).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -90,6 +90,15 @@ pub enum LabError {
     },
 }
 
+/// Where a topology to deploy comes from.
+#[derive(Debug, Clone)]
+pub enum TopologySource {
+    /// A file on this host.
+    Path(PathBuf),
+    /// Text sent with the files it uses.
+    Bundle(vbet_topology::Bundle),
+}
+
 /// Progress reports of a deploy or destroy.
 pub type ProgressTx = mpsc::Sender<pb::Progress>;
 
@@ -362,16 +371,21 @@ impl Orchestrator {
             .ok_or_else(|| LabError::NotFound(name.to_owned()))
     }
 
-    /// Validates, plans and brings up the topology at `path` as lab
-    /// `name` (default: the file's stem), reporting progress. On failure
-    /// everything started is removed again.
+    /// Validates, plans and brings up a topology as lab `name` (default:
+    /// the file's stem), reporting progress. On failure everything started
+    /// is removed again.
     pub async fn deploy(
         &self,
         name: Option<&str>,
-        path: &Path,
+        source: &TopologySource,
         progress: &ProgressTx,
     ) -> Result<LabRecord, LabError> {
-        let topo = vbet_topology::load(path).map_err(|e| LabError::Invalid(e.render(false)))?;
+        let (topo, path) = match source {
+            TopologySource::Path(path) => (vbet_topology::load(path), path.clone()),
+            TopologySource::Bundle(b) => (vbet_topology::load_bundle(b), PathBuf::from(&b.name)),
+        };
+        let topo = topo.map_err(|e| LabError::Invalid(e.render(false)))?;
+        let path = path.as_path();
         let name = match name {
             Some(n) if !n.is_empty() => n.to_owned(),
             _ => default_lab_name(path),
@@ -411,7 +425,12 @@ impl Orchestrator {
             let record = LabRecord {
                 name: name.clone(),
                 state: LabState::Deploying,
-                topology_path: path.canonicalize().unwrap_or_else(|_| path.to_owned()),
+                topology_path: match source {
+                    TopologySource::Path(_) => {
+                        path.canonicalize().unwrap_or_else(|_| path.to_owned())
+                    }
+                    TopologySource::Bundle(_) => path.to_owned(),
+                },
                 created_unix: now_unix(),
                 switches: Vec::new(),
                 vms: Vec::new(),

@@ -335,11 +335,10 @@ fn file_spec(topo: &Topology, node: &Node, f: &model::FileSpec) -> Result<FileSp
     let content = match (&f.content, &f.source) {
         (Some(content), _) => content.clone(),
         (None, Some(source)) => {
-            let path = vbet_topology::source_path(topo, source);
-            std::fs::read_to_string(&path).map_err(|e| PlanError::FileSource {
+            vbet_topology::read_source(topo, source).map_err(|e| PlanError::FileSource {
                 node: node.name.clone(),
                 guest_path: f.path.clone(),
-                source_path: path,
+                source_path: vbet_topology::source_path(topo, source),
                 source: e,
             })?
         }
