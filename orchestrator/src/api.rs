@@ -13,7 +13,7 @@ use vbet_proto::vbet::orchestrator::v1::orchestrator_server::Orchestrator as Ser
 use vbet_proto::vbet::port::v1 as port_pb;
 use vbet_proto::vbet::vm::v1 as vm_pb;
 
-use crate::lab::{LabError, Orchestrator, TopologySource, summaries};
+use crate::lab::{HostPart, LabError, Located, Orchestrator, TopologySource, summaries};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -40,11 +40,20 @@ impl OrchestratorService {
         Status,
     > {
         let node = node.ok_or_else(|| Status::invalid_argument("name the lab and the node"))?;
-        let api = self
+        let api = match self
             .inner
-            .node_api(&node.lab, &node.node)
+            .locate(&node.lab, &node.node)
             .await
-            .map_err(status)?;
+            .map_err(status)?
+        {
+            Located::Here(api) => api,
+            Located::Peer(host) => {
+                return Err(Status::unimplemented(format!(
+                    "node {} runs on host {host}: run `vbet fault` against that host's orchestrator",
+                    node.node
+                )));
+            }
+        };
         vm_monitor::client::connect(&api).await.map_err(|e| {
             Status::unavailable(format!(
                 "node {}: its monitor does not answer: {e}",
@@ -52,6 +61,45 @@ impl OrchestratorService {
             ))
         })
     }
+}
+
+/// The part of a multi-host lab a peer asks for.
+fn host_part(part: pb::HostPart) -> Result<HostPart, Status> {
+    let vxlan = part
+        .cables
+        .into_iter()
+        .map(|(label, c)| {
+            let addr = |a: &str| {
+                a.parse().map_err(|_| {
+                    Status::invalid_argument(format!("cable {label}: {a:?} is not IP:PORT"))
+                })
+            };
+            let cable = crate::plan::VxlanCable {
+                vni: c.vni,
+                a: addr(&c.a)?,
+                b: addr(&c.b)?,
+            };
+            Ok((label, cable))
+        })
+        .collect::<Result<_, Status>>()?;
+    if part.host.is_empty() {
+        return Err(Status::invalid_argument("a host part must name its host"));
+    }
+    Ok(HostPart {
+        host: part.host,
+        leader: part.leader,
+        vxlan,
+    })
+}
+
+/// A client of the orchestrator on `host`, where a node of a multi-host
+/// lab runs.
+async fn peer_client(inner: &Orchestrator, host: &str) -> Result<crate::client::Client, Status> {
+    inner
+        .peers()
+        .connect(host)
+        .await
+        .map_err(|e| Status::unavailable(format!("{e:#}")))
 }
 
 fn status(e: LabError) -> Status {
@@ -121,10 +169,11 @@ impl Service for OrchestratorService {
                 TopologySource::Path(path)
             }
         };
+        let part = req.part.map(host_part).transpose()?;
         let inner = self.inner.clone();
         Ok(Response::new(progress_stream(move |tx| async move {
             let lab = (!req.lab.is_empty()).then_some(req.lab.as_str());
-            inner.deploy(lab, &source, &tx).await.map(|_| ())
+            inner.deploy_part(lab, &source, part, &tx).await.map(|_| ())
         })))
     }
 
@@ -172,11 +221,24 @@ impl Service for OrchestratorService {
         let first = incoming.message().await?.ok_or_else(|| {
             Status::invalid_argument("Exec needs a first message naming the node")
         })?;
-        let api = self
+        let api = match self
             .inner
-            .node_api(&first.lab, &first.node)
+            .locate(&first.lab, &first.node)
             .await
-            .map_err(status)?;
+            .map_err(status)?
+        {
+            Located::Here(api) => api,
+            Located::Peer(host) => {
+                // The node's own orchestrator runs it; the stream passes through.
+                let mut peer = peer_client(&self.inner, &host).await?;
+                let rest = incoming.filter_map(Result::ok);
+                let replies = peer
+                    .exec(tokio_stream::iter([first]).chain(rest))
+                    .await?
+                    .into_inner();
+                return Ok(Response::new(Box::pin(replies)));
+            }
+        };
         let mut client = vm_monitor::client::connect(&api).await.map_err(|e| {
             Status::unavailable(format!(
                 "node {}: its monitor does not answer: {e}",
@@ -316,7 +378,14 @@ impl Service for OrchestratorService {
             .ok_or_else(|| {
                 Status::invalid_argument(format!("{:?} is not a NIC; write NODE:ethN", req.target))
             })?;
-        let api = self.inner.node_api(&req.lab, &node).await.map_err(status)?;
+        let api = match self.inner.locate(&req.lab, &node).await.map_err(status)? {
+            Located::Here(api) => api,
+            Located::Peer(host) => {
+                let mut peer = peer_client(&self.inner, &host).await?;
+                let stream = peer.capture(req).await?.into_inner();
+                return Ok(Response::new(Box::pin(stream)));
+            }
+        };
         let mut client = vm_monitor::client::connect(&api)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;

@@ -277,6 +277,7 @@ pub fn deploy_request(file: &Path, lab: &str) -> anyhow::Result<pb::DeployReques
             text: bundle.text,
             files: bundle.files.into_iter().collect(),
         }),
+        part: None,
     })
 }
 

@@ -16,11 +16,12 @@ use vbet_proto::vbet::vm::v1 as vm_pb;
 use vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient;
 
 use crate::layout::{Layout, check_lab_name};
-use crate::plan::{CablePlan, Plan, PlanError, Readiness, SwitchPlan, VmPlan, plan};
+use crate::plan::{CablePlan, Part, Plan, PlanError, Readiness, SwitchPlan, VmPlan, plan_part};
 use crate::process::{
     is_alive, is_ours, log_tail, spawn_detached, spawn_detached_with, terminate, wait_gone,
 };
-use crate::state::{CableRecord, LabRecord, LabState, SwitchRecord, VmRecord};
+use crate::state::{CableRecord, LabRecord, LabState, Placement, SwitchRecord, VmRecord};
+use vbet_topology::Topology;
 
 /// How long a switch may take to serve its API.
 const SWITCH_START: Duration = Duration::from_secs(10);
@@ -90,6 +91,60 @@ pub enum LabError {
     },
 }
 
+/// The part of a multi-host lab another orchestrator asks this one to
+/// run.
+#[derive(Debug, Clone)]
+pub struct HostPart {
+    /// This host's name in the topology.
+    pub host: String,
+    /// The orchestrator driving the lab.
+    pub leader: String,
+    /// Cables between hosts.
+    pub vxlan: BTreeMap<String, crate::plan::VxlanCable>,
+}
+
+/// The part planned here and the placement of the rest, for a part
+/// another orchestrator drives.
+fn part_placement(topo: &Topology, part: &HostPart) -> (Part, Placement) {
+    let mut placement = Placement {
+        part_of: Some(part.leader.clone()),
+        ..Placement::default()
+    };
+    let elsewhere = |host: &Option<String>| {
+        (host.as_deref() != Some(part.host.as_str()))
+            .then(|| host.clone().unwrap_or_else(|| part.leader.clone()))
+    };
+    for node in &topo.nodes {
+        if let Some(h) = elsewhere(&node.host) {
+            placement.nodes.insert(node.name.clone(), h);
+        }
+    }
+    for switch in &topo.switches {
+        if let Some(h) = elsewhere(&switch.host) {
+            placement.switches.insert(switch.name.clone(), h);
+        }
+    }
+    placement.vxlan = part
+        .vxlan
+        .iter()
+        .map(|(label, v)| (label.clone(), (v.vni, v.a.to_string(), v.b.to_string())))
+        .collect();
+    let here = Part {
+        hosts: vec![Some(part.host.clone())],
+        vxlan: part.vxlan.clone(),
+    };
+    (here, placement)
+}
+
+/// Where a node runs.
+#[derive(Debug, Clone)]
+pub enum Located {
+    /// Here: its monitor's API socket.
+    Here(PathBuf),
+    /// On the peer of that name.
+    Peer(String),
+}
+
 /// Where a topology to deploy comes from.
 #[derive(Debug, Clone)]
 pub enum TopologySource {
@@ -112,6 +167,8 @@ pub struct Orchestrator {
     /// Leases on the store images the VMs of each lab run on, so that
     /// `rootfs-tool rm` refuses to remove an image in use.
     leases: std::sync::Mutex<BTreeMap<String, Vec<rootfs_tool::store::ImageLease>>>,
+    /// Other hosts' orchestrators, for multi-host labs.
+    peers: crate::peers::Peers,
 }
 
 /// Takes a lease on every store image `images` names (node, image) for
@@ -195,7 +252,19 @@ impl Orchestrator {
             labs: Mutex::new(labs),
             events: tokio::sync::broadcast::channel(1024).0,
             leases: std::sync::Mutex::new(leases),
+            peers: crate::peers::Peers::default(),
         }
+    }
+
+    /// The same orchestrator, driving `peers` for multi-host labs.
+    pub fn with_peers(mut self, peers: crate::peers::Peers) -> Orchestrator {
+        self.peers = peers;
+        self
+    }
+
+    /// The peers.
+    pub fn peers(&self) -> &crate::peers::Peers {
+        &self.peers
     }
 
     /// Watches every running lab's components until the process ends: a
@@ -380,6 +449,20 @@ impl Orchestrator {
         source: &TopologySource,
         progress: &ProgressTx,
     ) -> Result<LabRecord, LabError> {
+        self.deploy_part(name, source, None, progress).await
+    }
+
+    /// Like [`Orchestrator::deploy`]; with `part`, only the part of a
+    /// multi-host lab placed on this host (another orchestrator drives
+    /// the lab). Without it, devices placed on peers are deployed there
+    /// through their API, and cables between hosts become VXLAN pairs.
+    pub async fn deploy_part(
+        &self,
+        name: Option<&str>,
+        source: &TopologySource,
+        part: Option<HostPart>,
+        progress: &ProgressTx,
+    ) -> Result<LabRecord, LabError> {
         let (topo, path) = match source {
             TopologySource::Path(path) => (vbet_topology::load(path), path.clone()),
             TopologySource::Bundle(b) => (vbet_topology::load_bundle(b), PathBuf::from(&b.name)),
@@ -391,7 +474,21 @@ impl Orchestrator {
             _ => default_lab_name(path),
         };
         check_lab_name(&name).map_err(LabError::BadName)?;
-        let plan = plan(&topo, &name, &self.layout)?;
+        let (here, placement) = match &part {
+            Some(part) => part_placement(&topo, part),
+            None => self.placement(&topo, &name).await?,
+        };
+        let plan = plan_part(&topo, &name, &self.layout, &here)?;
+        // What the peers are sent: the topology as it came, with its files.
+        let bundle = match (source, placement.peers.is_empty()) {
+            (_, true) => None,
+            (TopologySource::Bundle(b), false) => Some(b.clone()),
+            (TopologySource::Path(p), false) => Some(
+                vbet_topology::bundle(p)
+                    .map_err(|e| LabError::Invalid(e.render(false)))?
+                    .1,
+            ),
+        };
         let mut record = {
             let mut labs = self.labs.lock().await;
             if labs.contains_key(&name) || self.layout.lab_dir(&name).exists() {
@@ -436,11 +533,20 @@ impl Orchestrator {
                 vms: Vec::new(),
                 cables: plan.cables.iter().map(cable_record).collect(),
                 neighbours: crate::hostnet::need(&topo),
+                placement: placement.clone(),
             };
             labs.insert(name.clone(), record.clone());
             record
         };
-        match self.bring_up(&plan, &mut record, progress).await {
+        let result = async {
+            if let Some(bundle) = &bundle {
+                self.deploy_peers(&name, bundle, &here, &placement, progress)
+                    .await?;
+            }
+            self.bring_up(&plan, &mut record, progress).await
+        }
+        .await;
+        match result {
             Ok(()) => {
                 record.state = LabState::Running;
                 self.store(&record).await;
@@ -466,6 +572,7 @@ impl Orchestrator {
                 .await;
                 self.emit(&name, "", "lab", &format!("failed and rolled back: {e}"));
                 let _ = self.tear_down(&record, progress).await;
+                let _ = self.destroy_peers(&record, progress).await;
                 self.leases.lock().expect("leases poisoned").remove(&name);
                 self.labs.lock().await.remove(&name);
                 let _ = crate::hostnet::release(
@@ -474,6 +581,192 @@ impl Orchestrator {
                 );
                 Err(e)
             }
+        }
+    }
+
+    /// Where the devices of `topo` run, for a lab this orchestrator
+    /// receives: the part planned here and the placement of the rest,
+    /// with VXLAN ends for every cable between hosts.
+    async fn placement(&self, topo: &Topology, lab: &str) -> Result<(Part, Placement), LabError> {
+        let peers = &self.peers;
+        let mut placement = Placement::default();
+        for node in &topo.nodes {
+            if !peers.is_here(node.host.as_deref()) {
+                let host = node.host.clone().unwrap_or_default();
+                placement.nodes.insert(node.name.clone(), host);
+            }
+        }
+        for switch in &topo.switches {
+            if !peers.is_here(switch.host.as_deref()) {
+                let host = switch.host.clone().unwrap_or_default();
+                placement.switches.insert(switch.name.clone(), host);
+            }
+        }
+        let hosts: std::collections::BTreeSet<String> = placement
+            .nodes
+            .values()
+            .chain(placement.switches.values())
+            .cloned()
+            .collect();
+        if hosts.is_empty() {
+            return Ok((Part::whole(), placement));
+        }
+        let invalid = |reason: String| LabError::Target {
+            lab: lab.to_owned(),
+            reason,
+        };
+        let mut addresses = BTreeMap::new();
+        for host in &hosts {
+            let address = peers.address(host).await.map_err(invalid)?;
+            addresses.insert(host.clone(), address);
+        }
+        let first = *addresses.values().next().expect("hosts is not empty");
+        let own = peers.own_address(first).map_err(invalid)?;
+        let address_of = |device: &str| placement.host_of(device).map_or(own, |h| addresses[h]);
+        let cross: Vec<crate::peers::CrossCable> = topo
+            .cables
+            .iter()
+            .filter(|c| placement.host_of(&c.a.device) != placement.host_of(&c.b.device))
+            .map(|c| crate::peers::CrossCable {
+                label: c.label(),
+                a: address_of(&c.a.device),
+                b: address_of(&c.b.device),
+            })
+            .collect();
+        let used: std::collections::BTreeSet<u16> = self
+            .labs
+            .lock()
+            .await
+            .values()
+            .flat_map(|r| r.placement.vxlan.values())
+            .flat_map(|(_, a, b)| [a, b])
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok().map(|a| a.port()))
+            .collect();
+        let vxlan = crate::peers::allocate(&cross, peers.vxlan_ports, &used, rand::random())
+            .map_err(invalid)?;
+        placement.peers = hosts.into_iter().collect();
+        placement.vxlan = vxlan
+            .iter()
+            .map(|(label, v)| (label.clone(), (v.vni, v.a.to_string(), v.b.to_string())))
+            .collect();
+        let part = Part {
+            hosts: vec![None, peers.own_name.clone()],
+            vxlan,
+        };
+        Ok((part, placement))
+    }
+
+    /// Has every peer of `placement` deploy its part of lab `lab`,
+    /// passing their progress on.
+    async fn deploy_peers(
+        &self,
+        lab: &str,
+        bundle: &vbet_topology::Bundle,
+        here: &Part,
+        placement: &Placement,
+        progress: &ProgressTx,
+    ) -> Result<(), LabError> {
+        use tokio_stream::StreamExt;
+        let cables: std::collections::HashMap<String, pb::VxlanCable> = here
+            .vxlan
+            .iter()
+            .map(|(label, v)| {
+                (
+                    label.clone(),
+                    pb::VxlanCable {
+                        vni: v.vni,
+                        a: v.a.to_string(),
+                        b: v.b.to_string(),
+                    },
+                )
+            })
+            .collect();
+        let leader = self
+            .peers
+            .own_name
+            .clone()
+            .unwrap_or_else(|| "the receiving host".to_owned());
+        for host in &placement.peers {
+            let fail = |reason: String| LabError::Component {
+                component: format!("host {host}"),
+                reason,
+            };
+            report(progress, host, "host", pb::Phase::Starting, "").await;
+            let mut client = self
+                .peers
+                .connect(host)
+                .await
+                .map_err(|e| fail(format!("{e:#}")))?;
+            let request = pb::DeployRequest {
+                lab: lab.to_owned(),
+                topology_path: String::new(),
+                topology: Some(pb::TopologyBundle {
+                    name: bundle.name.clone(),
+                    text: bundle.text.clone(),
+                    files: bundle.files.clone().into_iter().collect(),
+                }),
+                part: Some(pb::HostPart {
+                    host: host.clone(),
+                    leader: leader.clone(),
+                    cables: cables.clone(),
+                }),
+            };
+            let mut stream = client
+                .deploy(request)
+                .await
+                .map_err(|e| fail(e.message().to_owned()))?
+                .into_inner();
+            while let Some(p) = stream.next().await {
+                let mut p = p.map_err(|e| fail(e.message().to_owned()))?;
+                if !p.component.is_empty() {
+                    p.component = format!("{host}/{}", p.component);
+                    let _ = progress.send(p).await;
+                }
+            }
+            report(progress, host, "host", pb::Phase::Ready, "").await;
+        }
+        Ok(())
+    }
+
+    /// Destroys the parts of lab `record` on its peers; best effort.
+    async fn destroy_peers(&self, record: &LabRecord, progress: &ProgressTx) -> Result<(), String> {
+        use tokio_stream::StreamExt;
+        let mut problems = Vec::new();
+        for host in &record.placement.peers {
+            report(progress, host, "host", pb::Phase::Stopping, "").await;
+            let result = async {
+                let mut client = self
+                    .peers
+                    .connect(host)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let stream = client
+                    .destroy(pb::DestroyRequest {
+                        lab: record.name.clone(),
+                        keep_layers: false,
+                    })
+                    .await;
+                let mut stream = match stream {
+                    Ok(s) => s.into_inner(),
+                    // Nothing there (a deploy that failed before it).
+                    Err(e) if e.code() == tonic::Code::NotFound => return Ok(()),
+                    Err(e) => return Err(e.message().to_owned()),
+                };
+                while let Some(p) = stream.next().await {
+                    p.map_err(|e| e.message().to_owned())?;
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            if let Err(e) = result {
+                problems.push(format!("host {host}: {e}"));
+            }
+            report(progress, host, "host", pb::Phase::Stopped, "").await;
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
         }
     }
 
@@ -596,6 +889,9 @@ impl Orchestrator {
         }
         for uplink in &s.uplinks {
             args.extend(["--uplink".to_owned(), uplink.display().to_string()]);
+        }
+        for trunk in &s.vxlan {
+            args.extend(["--vxlan".to_owned(), trunk.clone()]);
         }
         let pid = spawn_detached(&self.binary(s.binary()), &args, &log)
             .map_err(|e| (None, fail(format!("cannot start {}: {e}", s.binary()))))?;
@@ -759,7 +1055,22 @@ impl Orchestrator {
         let mut record = self.lab(name).await?;
         record.state = LabState::Destroying;
         self.store(&record).await;
-        let result = self.tear_down(&record, progress).await;
+        let here = self.tear_down(&record, progress).await;
+        let there = self.destroy_peers(&record, progress).await;
+        let result = match (here, there) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(LabError::Teardown { problems, .. }), Ok(())) | (Ok(()), Err(problems)) => {
+                Err(LabError::Teardown {
+                    lab: name.to_owned(),
+                    problems,
+                })
+            }
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(problems)) => Err(LabError::Teardown {
+                lab: name.to_owned(),
+                problems: format!("{e}; {problems}"),
+            }),
+        };
         self.leases.lock().expect("leases poisoned").remove(name);
         self.labs.lock().await.remove(name);
         if let Err(e) = crate::hostnet::release(
@@ -859,6 +1170,39 @@ impl Orchestrator {
             }
         }))
         .await;
+        let (mut nodes, mut switches) = (nodes, switches);
+        if record.placement.part_of.is_none() {
+            for host in &record.placement.peers {
+                let remote = match self.peers.connect(host).await {
+                    Ok(mut client) => client
+                        .inspect_lab(pb::InspectLabRequest {
+                            lab: name.to_owned(),
+                        })
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .ok(),
+                    Err(_) => None,
+                };
+                match remote {
+                    Some(lab) => {
+                        nodes.extend(lab.nodes);
+                        switches.extend(lab.switches);
+                    }
+                    None => nodes.extend(
+                        record
+                            .placement
+                            .nodes
+                            .iter()
+                            .filter(|(_, h)| *h == host)
+                            .map(|(node, _)| pb::Node {
+                                name: node.clone(),
+                                state: format!("unreachable (host {host})"),
+                                ..pb::Node::default()
+                            }),
+                    ),
+                }
+            }
+        }
         Ok(pb::Lab {
             summary: Some(summary(&record)),
             nodes,
@@ -883,6 +1227,10 @@ impl Orchestrator {
         })?;
         self.apply_to_cable(&mut record, index, state, impairment)
             .await?;
+        if record.placement.part_of.is_none() {
+            self.set_link_on_peers(&record, index, state, impairment)
+                .await?;
+        }
         let message = cable_message(&record.cables[index]);
         if let Some(state) = state {
             let word = match state {
@@ -908,6 +1256,42 @@ impl Orchestrator {
         Ok(message)
     }
 
+    /// Has the peers holding an end of cable `index` set it too.
+    async fn set_link_on_peers(
+        &self,
+        record: &LabRecord,
+        index: usize,
+        state: Option<port_pb::LinkState>,
+        impairment: Option<port_pb::Impairment>,
+    ) -> Result<(), LabError> {
+        let cable = &record.cables[index];
+        let hosts: std::collections::BTreeSet<&str> = [&cable.a, &cable.b]
+            .into_iter()
+            .filter_map(|end| split_end(end).and_then(|(d, _)| record.placement.host_of(d)))
+            .collect();
+        for host in hosts {
+            let fail = |reason: String| LabError::Component {
+                component: format!("cable {} on host {host}", cable.label),
+                reason,
+            };
+            let mut client = self
+                .peers
+                .connect(host)
+                .await
+                .map_err(|e| fail(format!("{e:#}")))?;
+            client
+                .set_link(pb::SetLinkRequest {
+                    lab: record.name.clone(),
+                    target: cable.label.clone(),
+                    state: state.map(|s| s as i32),
+                    impairment,
+                })
+                .await
+                .map_err(|e| fail(e.message().to_owned()))?;
+        }
+        Ok(())
+    }
+
     /// Applies a state and impairments to both VM ends of cable `index`.
     async fn apply_to_cable(
         &self,
@@ -928,13 +1312,20 @@ impl Orchestrator {
                     .map(|v| (v, nic))
             })
             .collect();
-        if ends.is_empty() {
+        // VM ends on other hosts (their orchestrators set those).
+        let remote_vms = [&cable.a, &cable.b]
+            .into_iter()
+            .filter(|end| {
+                split_end(end).is_some_and(|(d, _)| record.placement.nodes.contains_key(d))
+            })
+            .count();
+        if ends.is_empty() && remote_vms == 0 {
             self.apply_to_trunk(record, &cable, state, impairment)
                 .await?;
         }
         // A cable between two VMs is impaired once per direction, at each
         // sender; a cable to a switch at the VM end, both ways.
-        let both_ways = ends.len() == 1;
+        let both_ways = ends.len() + remote_vms == 1;
         for (vm, nic) in &ends {
             let request = vm_pb::SetLinkRequest {
                 nic: nic - 1,
@@ -988,12 +1379,40 @@ impl Orchestrator {
         };
         let (a, b) = (device(&cable.a), device(&cable.b));
         let find = |name: &str| record.switches.iter().find(|s| s.name == name);
-        let (Some(sa), Some(sb)) = (find(&a), find(&b)) else {
-            return Ok(());
-        };
         let fail = |reason: String| LabError::Component {
             component: format!("cable {}", cable.label),
             reason,
+        };
+        let (Some(sa), Some(sb)) = (find(&a), find(&b)) else {
+            // A trunk between two hosts is set, both ways, at the VXLAN
+            // port of end a's switch.
+            if let (Some(sa), Some((vni, _, far))) =
+                (find(&a), record.placement.vxlan.get(&cable.label))
+            {
+                let wanted = format!("vxlan to {far} vni {vni}");
+                let api = sa.dir.join("api");
+                let ports = switch_ports(&api)
+                    .await
+                    .map_err(|e| fail(e.message().to_owned()))?;
+                let port = ports
+                    .iter()
+                    .find(|p| p.description == wanted)
+                    .ok_or_else(|| fail(format!("switch {a} has no port {wanted:?}")))?;
+                let channel = vbet_proto::connect_unix(&api)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                SwitchClient::new(channel)
+                    .set_port(sw_pb::SetPortRequest {
+                        id: port.id,
+                        state: state.map(|s| s as i32),
+                        ingress: impairment,
+                        egress: impairment,
+                        vlan: None,
+                    })
+                    .await
+                    .map_err(|e| fail(e.message().to_owned()))?;
+            }
+            return Ok(());
         };
         for (from, to) in [(sa, sb), (sb, sa)] {
             let wanted = format!("uplink to {}", to.dir.join("ctl").display());
@@ -1020,6 +1439,28 @@ impl Orchestrator {
             return Ok(());
         }
         Err(fail("no uplink port found for it".into()))
+    }
+
+    /// Where node `node` of lab `lab` runs: here (its monitor's API
+    /// socket), or on a peer that this orchestrator drives.
+    pub async fn locate(&self, lab: &str, node: &str) -> Result<Located, LabError> {
+        let record = self.lab(lab).await?;
+        if let Some(vm) = record.vms.iter().find(|v| v.name == node) {
+            return Ok(Located::Here(vm.api.clone()));
+        }
+        match record.placement.nodes.get(node) {
+            Some(host) if record.placement.part_of.is_none() => Ok(Located::Peer(host.clone())),
+            Some(host) => Err(LabError::Target {
+                lab: lab.to_owned(),
+                reason: format!(
+                    "node {node} runs on host {host}; ask the orchestrator that drives the lab"
+                ),
+            }),
+            None => Err(LabError::Target {
+                lab: lab.to_owned(),
+                reason: format!("no node named {node}"),
+            }),
+        }
     }
 
     /// The API socket of node `node` of lab `lab`, and the NIC a target
@@ -1419,6 +1860,7 @@ mod tests {
                 cable("uplink", "r2:2", "r3:1"),
             ],
             neighbours: 0,
+            placement: Placement::default(),
         }
     }
 
