@@ -30,15 +30,16 @@ impl OrchestratorService {
     }
 }
 
+/// Who answers for a node: its monitor, or (on another host) that
+/// host's orchestrator.
+enum NodeClient {
+    Here(vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<tonic::transport::Channel>),
+    Peer(crate::client::Client),
+}
+
 impl OrchestratorService {
-    /// A client of the monitor of a node.
-    async fn monitor(
-        &self,
-        node: Option<&pb::NodeRef>,
-    ) -> Result<
-        vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<tonic::transport::Channel>,
-        Status,
-    > {
+    /// A client of the monitor of a node, or of the peer it runs on.
+    async fn monitor(&self, node: Option<&pb::NodeRef>) -> Result<NodeClient, Status> {
         let node = node.ok_or_else(|| Status::invalid_argument("name the lab and the node"))?;
         let api = match self
             .inner
@@ -48,18 +49,18 @@ impl OrchestratorService {
         {
             Located::Here(api) => api,
             Located::Peer(host) => {
-                return Err(Status::unimplemented(format!(
-                    "node {} runs on host {host}: run `vbet fault` against that host's orchestrator",
-                    node.node
-                )));
+                return Ok(NodeClient::Peer(peer_client(&self.inner, &host).await?));
             }
         };
-        vm_monitor::client::connect(&api).await.map_err(|e| {
-            Status::unavailable(format!(
-                "node {}: its monitor does not answer: {e}",
-                node.node
-            ))
-        })
+        vm_monitor::client::connect(&api)
+            .await
+            .map(NodeClient::Here)
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "node {}: its monitor does not answer: {e}",
+                    node.node
+                ))
+            })
     }
 }
 
@@ -307,11 +308,13 @@ impl Service for OrchestratorService {
         request: Request<pb::AddFaultRequest>,
     ) -> Result<Response<vm_pb::FaultRule>, Status> {
         let req = request.into_inner();
-        let mut client = self.monitor(req.node.as_ref()).await?;
-        let rule = client
-            .add_fault(vm_pb::AddFaultRequest { rule: req.rule })
-            .await?
-            .into_inner();
+        let rule = match self.monitor(req.node.as_ref()).await? {
+            NodeClient::Here(mut client) => client
+                .add_fault(vm_pb::AddFaultRequest { rule: req.rule })
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.add_fault(req).await,
+        };
         if let Some(node) = &req.node {
             self.inner.emit(
                 &node.lab,
@@ -328,13 +331,15 @@ impl Service for OrchestratorService {
         request: Request<pb::NodeRef>,
     ) -> Result<Response<vm_pb::ListFaultsReply>, Status> {
         let node = request.into_inner();
-        let mut client = self.monitor(Some(&node)).await?;
-        Ok(Response::new(
-            client
-                .list_faults(vm_pb::ListFaultsRequest {})
-                .await?
-                .into_inner(),
-        ))
+        match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => Ok(Response::new(
+                client
+                    .list_faults(vm_pb::ListFaultsRequest {})
+                    .await?
+                    .into_inner(),
+            )),
+            NodeClient::Peer(mut peer) => peer.list_faults(node).await,
+        }
     }
 
     async fn remove_fault(
@@ -342,11 +347,13 @@ impl Service for OrchestratorService {
         request: Request<pb::RemoveFaultRequest>,
     ) -> Result<Response<vm_pb::RemoveFaultReply>, Status> {
         let req = request.into_inner();
-        let mut client = self.monitor(req.node.as_ref()).await?;
-        let reply = client
-            .remove_fault(vm_pb::RemoveFaultRequest { id: req.id })
-            .await?
-            .into_inner();
+        let reply = match self.monitor(req.node.as_ref()).await? {
+            NodeClient::Here(mut client) => client
+                .remove_fault(vm_pb::RemoveFaultRequest { id: req.id })
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.remove_fault(req).await,
+        };
         if let Some(node) = &req.node {
             self.inner.emit(
                 &node.lab,

@@ -392,6 +392,30 @@ impl Orchestrator {
             .cloned()
             .collect();
         for record in records {
+            // The parts on other hosts: their orchestrators' events.
+            if record.placement.part_of.is_none() {
+                for host in record.placement.peers.clone() {
+                    let (tx, peers, lab) = (tx.clone(), self.peers.clone(), record.name.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut client) = peers.connect(&host).await else {
+                            return;
+                        };
+                        let Ok(stream) = client.events(pb::EventsRequest { lab }).await else {
+                            return;
+                        };
+                        let mut stream = stream.into_inner();
+                        while let Ok(Some(mut event)) = stream.message().await {
+                            // Its "lab" events are about its part only.
+                            if event.component.is_empty() {
+                                event.component = format!("host {host}");
+                            }
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
             for vm in record.vms {
                 let tx = tx.clone();
                 let lab = record.name.clone();
@@ -538,9 +562,10 @@ impl Orchestrator {
             labs.insert(name.clone(), record.clone());
             record
         };
+        let mut deployed = Vec::new();
         let result = async {
             if let Some(bundle) = &bundle {
-                self.deploy_peers(&name, bundle, &here, &placement, progress)
+                self.deploy_peers(&name, bundle, &here, &placement, &mut deployed, progress)
                     .await?;
             }
             self.bring_up(&plan, &mut record, progress).await
@@ -572,7 +597,11 @@ impl Orchestrator {
                 .await;
                 self.emit(&name, "", "lab", &format!("failed and rolled back: {e}"));
                 let _ = self.tear_down(&record, progress).await;
-                let _ = self.destroy_peers(&record, progress).await;
+                // Only the parts this deploy made (a peer may hold a lab of
+                // the same name of its own).
+                let mut made = record.clone();
+                made.placement.peers = deployed;
+                let _ = self.destroy_peers(&made, progress).await;
                 self.leases.lock().expect("leases poisoned").remove(&name);
                 self.labs.lock().await.remove(&name);
                 let _ = crate::hostnet::release(
@@ -664,6 +693,7 @@ impl Orchestrator {
         bundle: &vbet_topology::Bundle,
         here: &Part,
         placement: &Placement,
+        deployed: &mut Vec<String>,
         progress: &ProgressTx,
     ) -> Result<(), LabError> {
         use tokio_stream::StreamExt;
@@ -716,6 +746,8 @@ impl Orchestrator {
                 .await
                 .map_err(|e| fail(e.message().to_owned()))?
                 .into_inner();
+            // The peer rolls its own part back if it fails; once the
+            // stream ends well, the part is ours to remove.
             while let Some(p) = stream.next().await {
                 let mut p = p.map_err(|e| fail(e.message().to_owned()))?;
                 if !p.component.is_empty() {
@@ -723,6 +755,7 @@ impl Orchestrator {
                     let _ = progress.send(p).await;
                 }
             }
+            deployed.push(host.clone());
             report(progress, host, "host", pb::Phase::Ready, "").await;
         }
         Ok(())

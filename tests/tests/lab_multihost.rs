@@ -114,6 +114,12 @@ fn a_lab_on_two_hosts_pings_across_them_and_leaves_nothing() {
     a.vbet_ok(&["link", "a1 b1", "up"]);
     assert!(pings(&a, &lab, "a1", &["10.71.0.2"]).status.success());
 
+    // …and the trunk between the switches of the two hosts.
+    a.vbet_ok(&["link", "sw2 sw", "down"]);
+    assert!(!pings(&a, &lab, "a3", &["10.70.0.4"]).status.success());
+    a.vbet_ok(&["link", "sw2 sw", "up"]);
+    assert!(pings(&a, &lab, "a3", &["10.70.0.4"]).status.success());
+
     a.vbet_ok(&["down", &lab]);
     assert!(!b.vbet_ok(&["ls"]).contains(&lab));
     assert!(!a.run_root.join(&lab).exists());
@@ -147,6 +153,22 @@ fn a_failure_on_one_host_rolls_back_both() {
     assert!(!b.run_root.join(&lab).exists());
     a.assert_no_lab_processes();
     b.assert_no_lab_processes();
+
+    // A lab of the same name that b holds on its own is not b's part,
+    // and a failed deploy leaves it alone.
+    let own = dir.path().join("own.vbet");
+    std::fs::write(&own, "solo = alloc(host)\n").unwrap();
+    b.vbet_ok(&["up", own.to_str().unwrap(), "--name", &lab]);
+    std::fs::write(
+        &file,
+        "a1 = alloc(host, nics = 1)\nb1 = alloc(host, nics = 1, host = \"b\")\nlink(NIC(a1,1), NIC(b1,1))\n",
+    )
+    .unwrap();
+    let out = a.vbet(&["up", file.to_str().unwrap(), "--name", &lab]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert!(b.vbet_ok(&["inspect", &lab]).contains("solo"));
+    b.vbet_ok(&["down", &lab]);
 
     // A host nobody knows is refused before anything starts.
     std::fs::write(&file, "x = alloc(host, host = \"nowhere\")\n").unwrap();
