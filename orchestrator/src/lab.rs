@@ -563,14 +563,18 @@ impl Orchestrator {
             record
         };
         let mut deployed = Vec::new();
-        let result = async {
-            if let Some(bundle) = &bundle {
-                self.deploy_peers(&name, bundle, &here, &placement, &mut deployed, progress)
-                    .await?;
+        let peers = async {
+            match &bundle {
+                Some(bundle) => {
+                    self.deploy_peers(&name, bundle, &here, &placement, &mut deployed, progress)
+                        .await
+                }
+                None => Ok(()),
             }
-            self.bring_up(&plan, &mut record, progress).await
-        }
-        .await;
+        };
+        // This host's part and the peers' at once.
+        let (there, here_result) = tokio::join!(peers, self.bring_up(&plan, &mut record, progress));
+        let result = there.and(here_result);
         match result {
             Ok(()) => {
                 record.state = LabState::Running;
@@ -696,7 +700,6 @@ impl Orchestrator {
         deployed: &mut Vec<String>,
         progress: &ProgressTx,
     ) -> Result<(), LabError> {
-        use tokio_stream::StreamExt;
         let cables: std::collections::HashMap<String, pb::VxlanCable> = here
             .vxlan
             .iter()
@@ -716,17 +719,8 @@ impl Orchestrator {
             .own_name
             .clone()
             .unwrap_or_else(|| "the receiving host".to_owned());
-        for host in &placement.peers {
-            let fail = |reason: String| LabError::Component {
-                component: format!("host {host}"),
-                reason,
-            };
-            report(progress, host, "host", pb::Phase::Starting, "").await;
-            let mut client = self
-                .peers
-                .connect(host)
-                .await
-                .map_err(|e| fail(format!("{e:#}")))?;
+        // Every host at once: VXLAN needs no order between them.
+        let results = join_all(placement.peers.iter().map(|host| {
             let request = pb::DeployRequest {
                 lab: lab.to_owned(),
                 topology_path: String::new(),
@@ -741,23 +735,53 @@ impl Orchestrator {
                     cables: cables.clone(),
                 }),
             };
-            let mut stream = client
-                .deploy(request)
-                .await
-                .map_err(|e| fail(e.message().to_owned()))?
-                .into_inner();
-            // The peer rolls its own part back if it fails; once the
-            // stream ends well, the part is ours to remove.
-            while let Some(p) = stream.next().await {
-                let mut p = p.map_err(|e| fail(e.message().to_owned()))?;
-                if !p.component.is_empty() {
-                    p.component = format!("{host}/{}", p.component);
-                    let _ = progress.send(p).await;
+            self.deploy_peer(host, request, progress)
+        }))
+        .await;
+        let mut failure = None;
+        for (host, result) in placement.peers.iter().zip(results) {
+            match result {
+                Ok(()) => deployed.push(host.clone()),
+                Err(e) => {
+                    failure.get_or_insert(e);
                 }
             }
-            deployed.push(host.clone());
-            report(progress, host, "host", pb::Phase::Ready, "").await;
         }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Has peer `host` deploy its part, passing its progress on. The peer
+    /// rolls its own part back if it fails.
+    async fn deploy_peer(
+        &self,
+        host: &str,
+        request: pb::DeployRequest,
+        progress: &ProgressTx,
+    ) -> Result<(), LabError> {
+        use tokio_stream::StreamExt;
+        let fail = |reason: String| LabError::Component {
+            component: format!("host {host}"),
+            reason,
+        };
+        report(progress, host, "host", pb::Phase::Starting, "").await;
+        let mut client = self
+            .peers
+            .connect(host)
+            .await
+            .map_err(|e| fail(format!("{e:#}")))?;
+        let mut stream = client
+            .deploy(request)
+            .await
+            .map_err(|e| fail(e.message().to_owned()))?
+            .into_inner();
+        while let Some(p) = stream.next().await {
+            let mut p = p.map_err(|e| fail(e.message().to_owned()))?;
+            if !p.component.is_empty() {
+                p.component = format!("{host}/{}", p.component);
+                let _ = progress.send(p).await;
+            }
+        }
+        report(progress, host, "host", pb::Phase::Ready, "").await;
         Ok(())
     }
 
