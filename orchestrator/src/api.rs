@@ -365,6 +365,34 @@ impl Service for OrchestratorService {
         Ok(Response::new(reply))
     }
 
+    async fn read_log(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<pb::LogText>, Status> {
+        let node = request.into_inner();
+        let record = self.inner.lab(&node.lab).await.map_err(status)?;
+        if let Some(host) = record.placement.host_of(&node.node)
+            && record.placement.part_of.is_none()
+        {
+            let mut peer = peer_client(&self.inner, host).await?;
+            return peer.read_log(node).await;
+        }
+        let known = record.vms.iter().any(|v| v.name == node.node)
+            || record.switches.iter().any(|s| s.name == node.node);
+        if !known {
+            return Err(Status::not_found(format!(
+                "lab {} has no node or switch named {} here",
+                node.lab, node.node
+            )));
+        }
+        let path = self.inner.layout().log(&node.lab, &node.node);
+        let text = std::fs::read(&path)
+            .map_err(|e| Status::not_found(format!("no log at {}: {e}", path.display())))?;
+        Ok(Response::new(pb::LogText {
+            text: String::from_utf8_lossy(&text).into_owned(),
+        }))
+    }
+
     type CaptureStream = BoxStream<port_pb::PcapChunk>;
 
     async fn capture(

@@ -333,9 +333,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Logs { component } => {
             let (lab, name) = split_target(&mut client, &component).await?;
-            let log = layout.log(&lab, &name);
-            let text = std::fs::read_to_string(&log)
-                .with_context(|| format!("no log for {name} in lab {lab} ({})", log.display()))?;
+            let text = client
+                .read_log(pb::NodeRef {
+                    lab: lab.clone(),
+                    node: name.clone(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("no log for {name} in lab {lab}: {}", s.message()))?
+                .into_inner()
+                .text;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }

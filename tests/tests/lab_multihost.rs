@@ -98,6 +98,10 @@ fn a_lab_on_two_hosts_pings_across_them_and_leaves_nothing() {
     assert!(pings(&a, &lab, "a1", &["10.71.0.2"]).status.success());
     assert!(pings(&a, &lab, "b1", &["10.71.0.1"]).status.success());
 
+    // Logs of a node on b come from b.
+    let log = a.vbet_ok(&["logs", &format!("{lab}/b2")]);
+    assert!(!log.is_empty());
+
     // Link control reaches the far end: the cable between hosts unplugged.
     a.vbet_ok(&["link", "a1 b1", "down"]);
     let b1 = b.vbet_ok(&[

@@ -85,6 +85,14 @@ fn the_cli_works_over_tls_with_the_token_and_is_refused_without() {
         String::from_utf8_lossy(&ping.stderr)
     );
 
+    // Logs come through the API too.
+    let logs = remote(&token, &["logs", &node]);
+    assert!(
+        logs.status.success() && !logs.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
     // A topology of several files, sent as text: it exists only here.
     let topo = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(topo.path().join("parts")).unwrap();
