@@ -1704,11 +1704,19 @@ pub fn resolve_cable(record: &LabRecord, target: &str) -> Result<usize, String> 
 }
 
 fn summary(record: &LabRecord) -> pb::LabSummary {
+    // The driving orchestrator counts every host's devices; a part, its own.
+    let (remote_nodes, remote_switches) = match record.placement.part_of {
+        None => (
+            record.placement.nodes.len(),
+            record.placement.switches.len(),
+        ),
+        Some(_) => (0, 0),
+    };
     pb::LabSummary {
         name: record.name.clone(),
         state: record.state.name().to_owned(),
-        nodes: record.vms.len() as u32,
-        switches: record.switches.len() as u32,
+        nodes: (record.vms.len() + remote_nodes) as u32,
+        switches: (record.switches.len() + remote_switches) as u32,
         cables: record.cables.len() as u32,
         topology_path: record.topology_path.display().to_string(),
         created_unix: record.created_unix,

@@ -65,8 +65,10 @@ fn a_lab_on_two_hosts_pings_across_them_and_leaves_nothing() {
     let lab = unique_name("mh");
     a.vbet_ok(&["up", file.to_str().unwrap(), "--name", &lab]);
 
-    // Each host runs its own part.
+    // Each host runs its own part; a counts them all.
     assert!(b.vbet_ok(&["ls"]).contains(&lab));
+    let ls = a.vbet_ok(&["ls", "--json"]);
+    assert!(ls.contains("\"nodes\": 5"), "{ls}");
     let inspect = a.vbet_ok(&["inspect", &lab, "--json"]);
     for node in ["a1", "a2", "a3", "b1", "b2"] {
         assert!(

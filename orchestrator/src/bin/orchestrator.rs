@@ -39,13 +39,19 @@ struct Args {
     host_name: Option<String>,
     /// Another host's orchestrator, which runs the nodes whose `host` is
     /// NAME. Repeatable; reached with TLS and a token only.
-    #[arg(long, value_name = "NAME=https://HOST:PORT", requires_all = ["peer_ca", "peer_token_file"])]
+    #[arg(
+        long,
+        value_name = "NAME=https://HOST:PORT",
+        env = "VBET_PEERS",
+        value_delimiter = ',',
+        requires_all = ["peer_ca", "peer_token_file"]
+    )]
     peer: Vec<orchestrator::peers::Peer>,
     /// The CA certificate (PEM) the peers' certificates are checked against.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VBET_PEER_CA")]
     peer_ca: Option<PathBuf>,
     /// A file holding the token presented to the peers.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "VBET_PEER_TOKEN_FILE")]
     peer_token_file: Option<PathBuf>,
     /// The address peers send this host's VXLAN traffic to (default: the
     /// address this host reaches the peer from).
