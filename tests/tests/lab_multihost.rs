@@ -100,6 +100,22 @@ fn a_lab_on_two_hosts_pings_across_them_and_leaves_nothing() {
     assert!(pings(&a, &lab, "a1", &["10.71.0.2"]).status.success());
     assert!(pings(&a, &lab, "b1", &["10.71.0.1"]).status.success());
 
+    // A capture of a NIC on b, asked of a.
+    let pcap = dir.path().join("b1.pcap");
+    let mut capture = std::process::Command::new(vbet_tests::bin("vbet"))
+        .env("VBET_RUN_ROOT", &a.run_root)
+        .args(["capture", &format!("{lab}/b1:eth1"), "-w"])
+        .arg(&pcap)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(pings(&a, &lab, "a1", &["10.71.0.2"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    capture.kill().unwrap();
+    capture.wait().unwrap();
+    let bytes = std::fs::read(&pcap).unwrap_or_default();
+    assert!(bytes.len() > 24 + 16 + 60, "captured {} bytes", bytes.len());
+
     // Logs of a node on b come from b.
     let log = a.vbet_ok(&["logs", &format!("{lab}/b2")]);
     assert!(!log.is_empty());
