@@ -105,3 +105,28 @@ async fn two_vms_on_a_vxlan_cable() {
     vm_a.stop();
     vm_b.stop();
 }
+
+#[test]
+fn a_vxlan_wiring_reads_from_a_spec() {
+    let nic: NicSpec = toml::from_str(
+        "index = 0\n\
+         wiring = { kind = \"vxlan\", local = \"127.0.0.1:4790\", remote = \"127.0.0.1:4791\", vni = 42 }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        nic.wiring,
+        Wiring::Vxlan {
+            local: ([127, 0, 0, 1], 4790).into(),
+            remote: ([127, 0, 0, 1], 4791).into(),
+            vni: 42,
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = vxlan("l", "n", dir.path(), "10.79.0.1/24", 1, 2);
+    bad.nics[0].wiring = Wiring::Vxlan {
+        local: ([127, 0, 0, 1], 1).into(),
+        remote: ([127, 0, 0, 1], 2).into(),
+        vni: 1 << 24,
+    };
+    assert!(bad.validate().is_err(), "a 25-bit VNI passed");
+}
