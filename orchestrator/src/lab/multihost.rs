@@ -209,6 +209,7 @@ impl Orchestrator {
             component: format!("host {host}"),
             reason,
         };
+        report(progress, host, "host", pb::Phase::Planned, "").await;
         report(progress, host, "host", pb::Phase::Starting, "").await;
         let mut client = self
             .peers
