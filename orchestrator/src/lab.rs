@@ -973,6 +973,7 @@ impl Orchestrator {
                 ctl_socket: s.dir.join("ctl").display().to_string(),
                 api_socket: s.dir.join("api").display().to_string(),
                 ports: info.map_or(0, |i| i.ports),
+                host: String::new(),
             }
         }))
         .await;
@@ -991,8 +992,14 @@ impl Orchestrator {
                 };
                 match remote {
                     Some(lab) => {
-                        nodes.extend(lab.nodes);
-                        switches.extend(lab.switches);
+                        nodes.extend(lab.nodes.into_iter().map(|n| pb::Node {
+                            host: host.clone(),
+                            ..n
+                        }));
+                        switches.extend(lab.switches.into_iter().map(|s| pb::SwitchInfo {
+                            host: host.clone(),
+                            ..s
+                        }));
                     }
                     None => nodes.extend(
                         record
@@ -1002,7 +1009,8 @@ impl Orchestrator {
                             .filter(|(_, h)| *h == host)
                             .map(|(node, _)| pb::Node {
                                 name: node.clone(),
-                                state: format!("unreachable (host {host})"),
+                                host: host.clone(),
+                                state: "unreachable".to_owned(),
                                 ..pb::Node::default()
                             }),
                     ),
@@ -1494,6 +1502,7 @@ fn node_info(record: &LabRecord, vm: &VmRecord, status: Option<&vm_pb::VmStatus>
         api_socket: vm.api.display().to_string(),
         nics,
         uptime_ms: status.map_or(0, |s| s.uptime_ms),
+        host: String::new(),
     }
 }
 

@@ -76,6 +76,8 @@ fn a_lab_on_two_hosts_pings_across_them_and_leaves_nothing() {
             "{node} missing: {inspect}"
         );
     }
+    assert!(inspect.contains("\"host\": \"b\""), "{inspect}");
+    assert!(a.vbet_ok(&["inspect", &lab]).contains("running on b"));
     assert!(b.run_root.join(&lab).join("b1.sock").exists());
     assert!(!b.run_root.join(&lab).join("a1.sock").exists());
 
