@@ -99,19 +99,35 @@ impl Orchestrator {
             let address = peers.address(host).await.map_err(invalid)?;
             addresses.insert(host.clone(), address);
         }
-        let first = *addresses.values().next().expect("hosts is not empty");
-        let own = peers.own_address(first).map_err(invalid)?;
-        let address_of = |device: &str| placement.host_of(device).map_or(own, |h| addresses[h]);
-        let cross: Vec<crate::peers::CrossCable> = topo
-            .cables
-            .iter()
-            .filter(|c| placement.host_of(&c.a.device) != placement.host_of(&c.b.device))
-            .map(|c| crate::peers::CrossCable {
+        // This host's end of a cable is at the address it reaches the
+        // other end's host from (or --vxlan-address).
+        let mut cross = Vec::new();
+        for c in &topo.cables {
+            let (ha, hb) = (
+                placement.host_of(&c.a.device),
+                placement.host_of(&c.b.device),
+            );
+            if ha == hb {
+                continue;
+            }
+            let (a, b) = match (ha, hb) {
+                (Some(ha), Some(hb)) => (addresses[ha], addresses[hb]),
+                (None, Some(hb)) => {
+                    let b = addresses[hb];
+                    (peers.own_address(b).map_err(invalid)?, b)
+                }
+                (Some(ha), None) => {
+                    let a = addresses[ha];
+                    (a, peers.own_address(a).map_err(invalid)?)
+                }
+                (None, None) => unreachable!("the two ends are on different hosts"),
+            };
+            cross.push(crate::peers::CrossCable {
                 label: c.label(),
-                a: address_of(&c.a.device),
-                b: address_of(&c.b.device),
-            })
-            .collect();
+                a,
+                b,
+            });
+        }
         let used: std::collections::BTreeSet<u16> = self
             .labs
             .lock()
