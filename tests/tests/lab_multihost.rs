@@ -201,3 +201,45 @@ fn a_failure_on_one_host_rolls_back_both() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
     assert!(!a.run_root.join(&lab).exists());
 }
+
+#[test]
+fn a_leader_can_run_nothing_itself_and_cables_join_two_peers() {
+    if !require(&["ping"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls = TlsFiles::new(dir.path());
+    let serve = |port: u16| {
+        let flags = tls.listen_flags(port);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        LabHost::start_with(&[], &flags)
+    };
+    let (pb, pc) = (free_tcp_port(), free_tcp_port());
+    let (b, c) = (serve(pb), serve(pc));
+    let peers = format!("b=https://localhost:{pb},c=https://localhost:{pc}");
+    let a = LabHost::start_with(
+        &[
+            ("VBET_PEERS", std::path::Path::new(&peers)),
+            ("VBET_PEER_CA", &tls.cert),
+            ("VBET_PEER_TOKEN_FILE", &tls.token),
+        ],
+        &[],
+    );
+    let file = dir.path().join("peers-only.vbet");
+    std::fs::write(
+        &file,
+        "x = attach(alloc(host, host = \"b\"), alloc(NIC, addr = \"10.73.0.1/24\"))\n\
+         y = attach(alloc(host, host = \"c\"), alloc(NIC, addr = \"10.73.0.2/24\"))\n\
+         link(x, y)\n",
+    )
+    .unwrap();
+    let lab = unique_name("pp");
+    a.vbet_ok(&["up", file.to_str().unwrap(), "--name", &lab]);
+    assert!(pings(&a, &lab, "x", &["10.73.0.2"]).status.success());
+    assert!(pings(&a, &lab, "y", &["10.73.0.1"]).status.success());
+    a.vbet_ok(&["down", &lab]);
+    for host in [&a, &b, &c] {
+        assert!(!host.run_root.join(&lab).exists());
+        host.assert_no_lab_processes();
+    }
+}
