@@ -333,9 +333,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Logs { component } => {
             let (lab, name) = split_target(&mut client, &component).await?;
-            let log = layout.log(&lab, &name);
-            let text = std::fs::read_to_string(&log)
-                .with_context(|| format!("no log for {name} in lab {lab} ({})", log.display()))?;
+            let text = client
+                .read_log(pb::NodeRef {
+                    lab: lab.clone(),
+                    node: name.clone(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("no log for {name} in lab {lab}: {}", s.message()))?
+                .into_inner()
+                .text;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
@@ -495,16 +501,8 @@ async fn follow(
 }
 
 async fn up(client: &mut Client, file: &Path, name: Option<String>) -> anyhow::Result<ExitCode> {
-    let path = file
-        .canonicalize()
-        .with_context(|| format!("cannot open topology {}", file.display()))?;
-    let mut stream = client
-        .deploy(pb::DeployRequest {
-            lab: name.unwrap_or_default(),
-            topology_path: path.display().to_string(),
-        })
-        .await?
-        .into_inner();
+    let request = crate::client::deploy_request(file, &name.unwrap_or_default())?;
+    let mut stream = client.deploy(request).await?.into_inner();
     follow(&mut stream, "deploying", pb::Phase::Ready).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -606,13 +604,21 @@ async fn inspect(client: &mut Client, lab: &str, json: bool) -> anyhow::Result<E
     }
     let s = lab.summary.unwrap_or_default();
     println!("lab {} ({}), from {}\n", s.name, s.state, s.topology_path);
+    // Nodes and switches on peers say where they run.
+    let placed = |state: &str, host: &str| {
+        if host.is_empty() {
+            state.to_owned()
+        } else {
+            format!("{state} on {host}")
+        }
+    };
     let mut rows = Vec::new();
     for n in &lab.nodes {
         if n.nics.is_empty() {
             rows.push(vec![
                 n.name.clone(),
                 n.kind.clone(),
-                n.state.clone(),
+                placed(&n.state, &n.host),
                 n.monitor_pid.to_string(),
                 String::new(),
                 String::new(),
@@ -626,7 +632,7 @@ async fn inspect(client: &mut Client, lab: &str, json: bool) -> anyhow::Result<E
                 if first { n.name.clone() } else { String::new() },
                 if first { n.kind.clone() } else { String::new() },
                 if first {
-                    n.state.clone()
+                    placed(&n.state, &n.host)
                 } else {
                     String::new()
                 },
@@ -664,7 +670,7 @@ async fn inspect(client: &mut Client, lab: &str, json: bool) -> anyhow::Result<E
                 vec![
                     s.name.clone(),
                     s.kind.clone(),
-                    s.state.clone(),
+                    placed(&s.state, &s.host),
                     s.pid.to_string(),
                     s.ports.to_string(),
                     s.ctl_socket.clone(),
@@ -699,7 +705,7 @@ fn lab_json(lab: &pb::Lab) -> serde_json::Value {
     serde_json::json!({
         "name": s.name, "state": s.state, "topology": s.topology_path, "run_dir": lab.run_dir,
         "nodes": lab.nodes.iter().map(|n| serde_json::json!({
-            "name": n.name, "kind": n.kind, "state": n.state, "monitor_pid": n.monitor_pid,
+            "name": n.name, "kind": n.kind, "state": n.state, "host": n.host, "monitor_pid": n.monitor_pid,
             "init_pid": n.init_pid, "api": n.api_socket, "uptime_ms": n.uptime_ms,
             "nics": n.nics.iter().map(|nic| serde_json::json!({
                 "name": nic.name, "mac": nic.mac, "addresses": nic.addresses, "peer": nic.peer,
@@ -709,7 +715,7 @@ fn lab_json(lab: &pb::Lab) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "switches": lab.switches.iter().map(|s| serde_json::json!({
-            "name": s.name, "kind": s.kind, "state": s.state, "pid": s.pid,
+            "name": s.name, "kind": s.kind, "state": s.state, "host": s.host, "pid": s.pid,
             "ctl": s.ctl_socket, "api": s.api_socket, "ports": s.ports,
         })).collect::<Vec<_>>(),
         "cables": lab.cables.iter().map(|c| serde_json::json!({

@@ -22,3 +22,4 @@ pub mod protocol;
 pub mod server;
 pub mod socket;
 pub mod vlan;
+pub mod vxlan;

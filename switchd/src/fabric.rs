@@ -323,6 +323,60 @@ impl Fabric {
         Ok((port, ctl))
     }
 
+    /// Adds a trunk to another host over VXLAN: a port whose frames go to
+    /// the socket's remote end and come from it.
+    pub fn add_vxlan(
+        self: &Arc<Self>,
+        vxlan: vbet_port::vxlan::VxlanSocket,
+    ) -> Result<Arc<SwitchPort>, PortError> {
+        let id = self
+            .free_id(None)
+            .ok_or(PortError::Exhausted(self.config.max_ports))?;
+        let endpoint = vxlan.endpoint();
+        let vxlan = Arc::new(vxlan);
+        let counters: Arc<Counters> = Arc::default();
+        let inbound: Sink = {
+            let fabric = Arc::downgrade(self);
+            Arc::new(move |frame: &[u8]| {
+                if let Some(fabric) = Weak::upgrade(&fabric) {
+                    fabric.forward(id, frame);
+                }
+                Delivery::Sent
+            })
+        };
+        let outbound: Sink = {
+            let (vxlan, counters) = (vxlan.clone(), counters.clone());
+            Arc::new(move |frame: &[u8]| {
+                let sent = vxlan.send(frame);
+                if sent == Delivery::Sent {
+                    counters.tx(frame.len());
+                }
+                sent
+            })
+        };
+        let port = Arc::new(SwitchPort {
+            id,
+            peer: PeerCred::default(),
+            description: format!("vxlan to {} vni {}", endpoint.remote, endpoint.vni),
+            peer_addr: RawSockAddr::abstract_name(format!("vxlan:{}", endpoint.remote).as_bytes()),
+            connected: Instant::now(),
+            link: PortLink::new(counters, inbound, outbound),
+            vlan: RwLock::default(),
+            data_path: None,
+            tasks: Mutex::default(),
+        });
+        self.ports
+            .write()
+            .expect("ports poisoned")
+            .insert(id, port.clone());
+        let receive = tokio::spawn(receive_vxlan(Arc::downgrade(self), port.clone(), vxlan));
+        port.tasks
+            .lock()
+            .expect("tasks poisoned")
+            .push(receive.abort_handle());
+        Ok(port)
+    }
+
     /// Keeps port `id` as long as its control connection stays open.
     pub fn watch_control(self: &Arc<Self>, id: PortId, ctl: UnixStream) {
         let Some(port) = self.port(id) else { return };
@@ -448,6 +502,46 @@ async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<U
         };
         fabric.capture.record(port.id, Direction::In, &buf[..n]);
         port.link.receive(&buf[..n]);
+    }
+}
+
+/// Moves the frames of a VXLAN trunk into the fabric, as
+/// [`receive_frames`] does for a datagram port.
+async fn receive_vxlan(
+    fabric: Weak<Fabric>,
+    port: Arc<SwitchPort>,
+    vxlan: Arc<vbet_port::vxlan::VxlanSocket>,
+) {
+    let mut buf = vec![0u8; 65536];
+    let counters = port.link.counters().clone();
+    let Some(max_frame) = fabric.upgrade().map(|f| f.config.max_frame) else {
+        return;
+    };
+    loop {
+        let frame = match vxlan.recv(&mut buf).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(port = port.id, error = %e, "VXLAN socket error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let frame = &buf[frame];
+        if frame.len() < HEADER_LEN || frame.len() > max_frame {
+            counters.rx(frame.len());
+            counters.dropped(if frame.len() < HEADER_LEN {
+                DropReason::Runt
+            } else {
+                DropReason::Oversize
+            });
+            continue;
+        }
+        let Some(fabric) = fabric.upgrade() else {
+            return;
+        };
+        fabric.capture.record(port.id, Direction::In, frame);
+        port.link.receive(frame);
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Topology {
     /// topology file's directory); not part of the serialized model.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The files sent with the topology, when it was loaded from a
+    /// [`crate::Bundle`]: file sources are read from them, not from disk.
+    #[serde(skip)]
+    pub files: Option<std::sync::Arc<crate::files::FileSet>>,
 }
 
 /// The built-in roles every node kind derives from.

@@ -36,6 +36,7 @@ fn nic_status(n: &NicState) -> pb::Nic {
         wiring: match &n.plan.wiring {
             crate::spec::Wiring::Switch { ctl } => format!("switch {}", ctl.display()),
             crate::spec::Wiring::Wire { remote, .. } => format!("wire {}", remote.display()),
+            crate::spec::Wiring::Vxlan { remote, vni, .. } => format!("vxlan {remote} vni {vni}"),
             crate::spec::Wiring::None => "none".into(),
         },
         counters: Some(n.port.counters().snapshot()),

@@ -362,7 +362,7 @@ impl NicState {
     pub fn sync_carrier(&self) -> Result<(), NicError> {
         let cable = match self.plan.wiring {
             Wiring::None => false,
-            Wiring::Wire { .. } => true,
+            Wiring::Wire { .. } | Wiring::Vxlan { .. } => true,
             Wiring::Switch { .. } => self.attached(),
         };
         let on = cable && self.port.state() != LinkState::Down;
@@ -387,7 +387,8 @@ impl NicState {
 
     /// Whether the cable currently reaches its peer.
     pub fn attached(&self) -> bool {
-        self.fabric.sock.lock().expect("not poisoned").is_some()
+        matches!(self.plan.wiring, Wiring::Vxlan { .. })
+            || self.fabric.sock.lock().expect("not poisoned").is_some()
     }
 }
 
@@ -417,9 +418,29 @@ pub async fn start(
     } else {
         0
     };
-    let inbound: Sink = {
-        let fabric = fabric.clone();
-        Arc::new(move |frame: &[u8]| fabric.send(frame))
+    let vxlan = match &tap.plan.wiring {
+        Wiring::Vxlan { local, remote, vni } => {
+            let endpoint = vbet_port::vxlan::Endpoint {
+                local: *local,
+                remote: *remote,
+                vni: *vni,
+            };
+            let sock = vbet_port::vxlan::VxlanSocket::bind(endpoint)
+                .await
+                .map_err(io(format!("{name}: binding VXLAN port {local}")))?;
+            Some(Arc::new(sock))
+        }
+        _ => None,
+    };
+    let inbound: Sink = match &vxlan {
+        Some(vxlan) => {
+            let vxlan = vxlan.clone();
+            Arc::new(move |frame: &[u8]| vxlan.send(frame))
+        }
+        None => {
+            let fabric = fabric.clone();
+            Arc::new(move |frame: &[u8]| fabric.send(frame))
+        }
     };
     let outbound: Sink = {
         let (tap, counters, capture) = (fd.clone(), counters.clone(), capture.clone());
@@ -453,6 +474,11 @@ pub async fn start(
             let sock = Arc::new(sock);
             *fabric.sock.lock().expect("not poisoned") = Some(sock.clone());
             tokio::spawn(fabric_to_tap(state.clone(), sock));
+        }
+        Wiring::Vxlan { .. } => {
+            if let Some(vxlan) = vxlan {
+                tokio::spawn(vxlan_to_tap(state.clone(), vxlan));
+            }
         }
         Wiring::Switch { ctl } => {
             let path = ctl.clone();
@@ -589,6 +615,21 @@ async fn fabric_to_tap(state: Arc<NicState>, sock: Arc<UnixDatagram>) {
     let mut buf = vec![0u8; FRAME_MAX];
     while let Ok(n) = sock.recv(&mut buf).await {
         state.port.transmit(&buf[..n]);
+    }
+}
+
+/// Frames from a VXLAN cable: through the port's outbound lane to the TAP.
+async fn vxlan_to_tap(state: Arc<NicState>, vxlan: Arc<vbet_port::vxlan::VxlanSocket>) {
+    let mut buf = vec![0u8; FRAME_MAX];
+    loop {
+        match vxlan.recv(&mut buf).await {
+            Ok(Some(frame)) => state.port.transmit(&buf[frame]),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(nic = %state.plan.name, error = %e, "VXLAN socket error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

@@ -282,6 +282,18 @@ pub enum Wiring {
         /// The far end's datagram socket path.
         remote: PathBuf,
     },
+    /// A cable to another host, carried over UDP as VXLAN (RFC 7348):
+    /// this monitor binds `local` and sends every frame to `remote` with
+    /// `vni`; the far end may be another monitor, a switchd `--vxlan`
+    /// trunk, a Linux `vxlan` device or Open vSwitch.
+    Vxlan {
+        /// The local UDP address bound ("192.0.2.1:4789").
+        local: std::net::SocketAddr,
+        /// The far end's UDP address.
+        remote: std::net::SocketAddr,
+        /// The VXLAN network identifier (24 bits).
+        vni: u32,
+    },
     /// No cable: the NIC exists with no carrier peer (frames are dropped).
     #[default]
     None,
@@ -643,6 +655,14 @@ impl VmSpec {
                                 p.display()
                             )));
                         }
+                    }
+                }
+                Wiring::Vxlan { vni, .. } => {
+                    if *vni > vbet_port::vxlan::MAX_VNI {
+                        return Err(SpecError::Invalid(format!(
+                            "eth{}: VNI {vni} does not fit in 24 bits",
+                            nic.index
+                        )));
                     }
                 }
                 Wiring::None => {}
