@@ -71,6 +71,8 @@ impl Api {
                 pids_limit: u.pids_limit,
             }),
             hostname: vm.spec.hostname().to_owned(),
+            processes: vm.tracer.processes(),
+            tracing: vm.tracer.tracing(),
         }
     }
 
@@ -302,6 +304,85 @@ impl VmMonitor for Api {
             .map_err(|e| Status::not_found(e.to_string()))?;
         tracing::info!(id, "fault rule removed");
         Ok(Response::new(pb::RemoveFaultReply {}))
+    }
+
+    async fn trace_on(
+        &self,
+        _: Request<pb::TraceOnRequest>,
+    ) -> Result<Response<pb::TraceState>, Status> {
+        self.vm.tracer.set_tracing(true);
+        tracing::info!("syscall tracing on");
+        Ok(Response::new(self.vm.tracer.trace_state()))
+    }
+
+    async fn trace_off(
+        &self,
+        _: Request<pb::TraceOffRequest>,
+    ) -> Result<Response<pb::TraceState>, Status> {
+        self.vm.tracer.set_tracing(false);
+        tracing::info!("syscall tracing off");
+        Ok(Response::new(self.vm.tracer.trace_state()))
+    }
+
+    type TraceStream = BoxStream<pb::TraceEvent>;
+
+    async fn trace(
+        &self,
+        _: Request<pb::TraceRequest>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        let mut events = self.vm.tracer.subscribe();
+        let tracer = self.vm.tracer.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            // The broadcast never waits for us: a slow client lags, and
+            // loses (and counts) what it could not take.
+            let mut dropped = 0u64;
+            loop {
+                match events.recv().await {
+                    Ok(mut e) => {
+                        e.dropped = dropped;
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        dropped += n;
+                        tracer.count_dropped(n);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn set_clock(
+        &self,
+        request: Request<pb::SetClockRequest>,
+    ) -> Result<Response<pb::ClockState>, Status> {
+        let r = request.into_inner();
+        match self.vm.tracer.set_clock(r.realtime_offset, r.rate) {
+            None => Err(Status::failed_precondition(
+                "this VM has no virtual clock: set `clock.realtime`, `clock.rate` or \
+                 `clock.settable = true` in its spec and restart it",
+            )),
+            Some(Err(e)) => Err(Status::invalid_argument(e.to_string())),
+            Some(Ok(state)) => {
+                tracing::info!(
+                    offset = state.realtime_offset,
+                    rate = state.rate,
+                    "clock set"
+                );
+                Ok(Response::new(state))
+            }
+        }
+    }
+
+    async fn get_clock(
+        &self,
+        _: Request<pb::GetClockRequest>,
+    ) -> Result<Response<pb::ClockState>, Status> {
+        Ok(Response::new(self.vm.tracer.clock_state()))
     }
 
     type EventsStream = BoxStream<pb::Event>;
