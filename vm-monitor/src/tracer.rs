@@ -404,6 +404,16 @@ impl Thread {
             }
         };
         self.register(self.init, None);
+        // Seized before it names itself (it is a fork of the monitor).
+        if let Some(p) = self
+            .shared
+            .procs
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&self.init)
+        {
+            "vbet-init".clone_into(&mut p.comm);
+        }
         let _ = ready.send(());
         loop {
             while let Ok(cmd) = cmds.try_recv() {
@@ -430,8 +440,14 @@ impl Thread {
                 nix::poll::PollFd::new(wake.as_fd(), nix::poll::PollFlags::POLLIN),
             ];
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
-            while let Ok(Some(_)) = sigfd.read_signal() {}
-            let _ = wake.read();
+            // Only what is ready: every syscall counts when tracing.
+            let (signalled, woken) = (fds[0].any().unwrap_or(true), fds[1].any().unwrap_or(true));
+            if signalled {
+                while let Ok(Some(_)) = sigfd.read_signal() {}
+            }
+            if woken {
+                let _ = wake.read();
+            }
         }
     }
 
@@ -507,17 +523,10 @@ impl Thread {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
                 if let Ok(child) = sys::ptrace_event_msg(pid) {
                     let child = child as i32;
+                    // Already known when its first stop came first (then
+                    // it was read from /proc, and it may have exec'd since).
                     if !self.tracees.contains_key(&child) {
                         self.register(child, Some(pid));
-                    } else if let Some(p) = self.tracees.get(&pid).map(|t| t.tgid) {
-                        // Registered at its first stop: inherit the
-                        // parent's command line until it execs.
-                        let mut procs = self.shared.procs.lock().expect("not poisoned");
-                        if let Some(cmd) = procs.get(&p).map(|p| p.cmdline.clone()) {
-                            if let Some(c) = procs.get_mut(&child) {
-                                c.cmdline = cmd;
-                            }
-                        }
                     }
                 }
                 self.resume(pid, 0);
@@ -683,6 +692,7 @@ impl Thread {
             .get(&tgid)
             .map(|p| p.comm.clone())
             .unwrap_or_default();
+        let no_return = ret.is_none();
         let (ret, error) = match ret {
             Some((r, true)) => (r, errno_name(-r as i32)),
             Some((r, false)) => (r, String::new()),
@@ -702,7 +712,7 @@ impl Thread {
             ret,
             error,
             duration_ns: entry.at.elapsed().as_nanos() as u64,
-            no_return: false,
+            no_return,
             dropped: 0,
         });
     }
