@@ -324,7 +324,7 @@ impl VmMonitor for Api {
         Ok(Response::new(self.vm.tracer.trace_state()))
     }
 
-    type TraceStream = BoxStream<pb::TraceEvent>;
+    type TraceStream = BoxStream<pb::TraceBatch>;
 
     async fn trace(
         &self,
@@ -332,24 +332,54 @@ impl VmMonitor for Api {
     ) -> Result<Response<Self::TraceStream>, Status> {
         let mut events = self.vm.tracer.subscribe();
         let tracer = self.vm.tracer.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
+            use tokio::sync::broadcast::error::TryRecvError;
             // The broadcast never waits for us: a slow client lags, and
-            // loses (and counts) what it could not take.
+            // loses (and counts) what it could not take. We collect on a
+            // timer rather than waiting on the broadcast: a waiting
+            // receiver would make the tracer wake this thread at every
+            // syscall (a context switch each, on a small machine the
+            // tracee's time); every 10 ms, what accumulated goes out as
+            // one message.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut dropped = 0u64;
             loop {
-                match events.recv().await {
-                    Ok(mut e) => {
-                        e.dropped = dropped;
-                        if tx.send(Ok(e)).await.is_err() {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => return,
+                }
+                loop {
+                    let mut batch = pb::TraceBatch::default();
+                    let mut closed = false;
+                    while batch.events.len() < 1024 {
+                        match events.try_recv() {
+                            Ok(e) => batch.events.push(e),
+                            Err(TryRecvError::Lagged(n)) => {
+                                dropped += n;
+                                tracer.count_dropped(n);
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Closed) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    let full = batch.events.len() == 1024;
+                    if !batch.events.is_empty() {
+                        batch.dropped = dropped;
+                        if tx.send(Ok(batch)).await.is_err() {
                             return;
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        dropped += n;
-                        tracer.count_dropped(n);
+                    if closed {
+                        return;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    if !full {
+                        break;
+                    }
                 }
             }
         });

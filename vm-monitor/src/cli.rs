@@ -572,21 +572,23 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                     .into_inner();
                 let mut dropped = 0;
-                let mut out = std::io::stdout().lock();
-                while let Some(e) = stream
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                while let Some(batch) = stream
                     .message()
                     .await
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 {
-                    if e.dropped > dropped {
+                    if batch.dropped > dropped {
                         writeln!(
                             out,
                             "... {} events dropped (reading too slowly)",
-                            e.dropped - dropped
+                            batch.dropped - dropped
                         )?;
-                        dropped = e.dropped;
+                        dropped = batch.dropped;
                     }
-                    writeln!(out, "{}", format_trace_event(&e))?;
+                    for e in &batch.events {
+                        writeln!(out, "{}", format_trace_event(e))?;
+                    }
                     out.flush()?;
                 }
             }

@@ -597,19 +597,15 @@ pub fn write_memory(pid: libc::pid_t, addr: u64, data: &[u8]) -> io::Result<()> 
     }
 }
 
-/// `waitpid(-1, …, __WALL | __WNOTHREAD | WNOHANG)`: one status of the
-/// calling thread's children and tracees, if any is ready.
-pub fn wait_tracees() -> io::Result<Option<(libc::pid_t, libc::c_int)>> {
+/// `waitpid(-1, …, __WALL | __WNOTHREAD)`: one status of the calling
+/// thread's children and tracees; without `block`, only if one is ready
+/// (WNOHANG).
+pub fn wait_tracees(block: bool) -> io::Result<Option<(libc::pid_t, libc::c_int)>> {
     let mut status = 0;
+    let flags = libc::__WALL | libc::__WNOTHREAD | if block { 0 } else { libc::WNOHANG };
     // SAFETY: waitpid writes one int through the pointer, valid for the
     // call.
-    let pid = unsafe {
-        libc::waitpid(
-            -1,
-            &mut status,
-            libc::__WALL | libc::__WNOTHREAD | libc::WNOHANG,
-        )
-    };
+    let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
     match check(pid as libc::c_long)? {
         0 => Ok(None),
         pid => Ok(Some((pid as libc::pid_t, status))),

@@ -421,8 +421,26 @@ impl Thread {
                     Cmd::Trace(on) => self.set_tracing(on),
                 }
             }
+            // While tracing, stops come at every syscall: wait for them
+            // directly, as strace does (a command is seen at the next
+            // stop, which is soon, or is TraceOff, which only ever acts at
+            // a tracee's next stop anyway).
+            if self.tracing {
+                match sys::wait_tracees(true) {
+                    Ok(Some((pid, status))) => self.handle(pid, status),
+                    Ok(None) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(_) => {
+                        if !self.init_exited {
+                            self.exit.send_replace(Some(0));
+                        }
+                        return;
+                    }
+                }
+                continue;
+            }
             loop {
-                match sys::wait_tracees() {
+                match sys::wait_tracees(false) {
                     Ok(Some((pid, status))) => self.handle(pid, status),
                     Ok(None) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -713,7 +731,6 @@ impl Thread {
             error,
             duration_ns: entry.at.elapsed().as_nanos() as u64,
             no_return,
-            dropped: 0,
         });
     }
 

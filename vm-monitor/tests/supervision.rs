@@ -208,19 +208,33 @@ async fn a_crash_of_any_guest_process_reports_its_fault_address() {
     assert!(vm.stop().success());
 }
 
+/// Trace events, one by one from their batches.
+struct Events {
+    stream: tonic::Streaming<pb::TraceBatch>,
+    pending: std::collections::VecDeque<pb::TraceEvent>,
+}
+
+impl Events {
+    async fn next(&mut self) -> pb::TraceEvent {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return e;
+            }
+            let batch = self.stream.message().await.unwrap().expect("stream open");
+            assert_eq!(batch.dropped, 0, "a fast reader loses nothing");
+            self.pending.extend(batch.events);
+        }
+    }
+}
+
 /// Trace events until `want` matches one (or the deadline).
-async fn find_event(
-    stream: &mut tonic::Streaming<pb::TraceEvent>,
-    want: impl Fn(&pb::TraceEvent) -> bool,
-) -> pb::TraceEvent {
+async fn find_event(stream: &mut Events, want: impl Fn(&pb::TraceEvent) -> bool) -> pb::TraceEvent {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let e = tokio::time::timeout(left, stream.message())
+        let e = tokio::time::timeout(left, stream.next())
             .await
-            .expect("trace event in time")
-            .unwrap()
-            .expect("stream open");
+            .expect("trace event in time");
         if want(&e) {
             return e;
         }
@@ -248,11 +262,14 @@ async fn tracing_streams_syscalls_and_off_stops_them() {
         .unwrap()
         .into_inner();
     assert!(state.on);
-    let mut stream = client
-        .trace(pb::TraceRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = Events {
+        stream: client
+            .trace(pb::TraceRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+        pending: Default::default(),
+    };
     let e = find_event(&mut stream, |e| {
         e.syscall == "openat" && e.args.contains("\"/etc/hostname\"")
     })
@@ -298,11 +315,11 @@ async fn tracing_streams_syscalls_and_off_stops_them() {
     // Events already in flight may still arrive; then nothing.
     let quiet = async {
         loop {
-            match tokio::time::timeout(Duration::from_millis(700), stream.message()).await {
-                Err(_) => return,
-                Ok(r) => {
-                    r.unwrap().expect("stream open");
-                }
+            if tokio::time::timeout(Duration::from_millis(700), stream.next())
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     };
