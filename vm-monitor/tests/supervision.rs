@@ -403,6 +403,23 @@ async fn the_trace_cli_switches_and_streams() {
     let line = reader.join().unwrap().expect("an openat line");
     assert!(line.contains("cat"), "{line}");
     assert!(cli(&["off"]).contains("tracing off"));
-    drop(client);
+
+    // A VM stops cleanly with tracing on, a busy process and a client
+    // still streaming: nothing is left behind (or stopped).
+    assert!(cli(&["on"]).contains("tracing on"));
+    let (_, tx, replies) = start(&mut client, "while :; do echo x > /dev/null; done").await;
+    let mut stream = client
+        .trace(pb::TraceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a batch in time")
+        .unwrap()
+        .expect("stream open");
+    assert!(!batch.events.is_empty());
+    drop((tx, replies, client));
     assert!(vm.stop().success());
+    drop(stream);
 }
