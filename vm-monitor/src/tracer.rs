@@ -831,47 +831,60 @@ const AT_SYSINFO_EHDR: u64 = 33;
 #[cfg(target_arch = "x86_64")]
 fn hide_vdso(pid: i32) -> std::io::Result<()> {
     let sp = sys::ptrace_getregs(pid)?.rsp;
+    // The stack's words, read a page at a time as the walk needs them.
     let mut words: Vec<u64> = Vec::new();
-    let read_to = |words: &mut Vec<u64>, n: usize| -> std::io::Result<bool> {
-        while words.len() < n {
+    let mut failed = None;
+    let mut word = |i: usize| -> Option<u64> {
+        while words.len() <= i {
+            if words.len() > 1 << 16 {
+                return None;
+            }
             let mut buf = [0u8; 4096];
             let at = sp + (words.len() * 8) as u64;
             // Up to the next page boundary, then page by page.
-            let len = (4096 - (at % 4096) as usize).min(buf.len());
-            let got = sys::read_memory(pid, at, &mut buf[..len])?;
-            if got < 8 || words.len() > 1 << 16 {
-                return Ok(false);
-            }
-            for c in buf[..got - got % 8].chunks_exact(8) {
-                words.push(u64::from_ne_bytes(c.try_into().expect("8 bytes")));
+            let len = 4096 - (at % 4096) as usize;
+            match sys::read_memory(pid, at, &mut buf[..len]) {
+                Ok(got) if got >= 8 => {
+                    for c in buf[..got - got % 8].chunks_exact(8) {
+                        words.push(u64::from_ne_bytes(c.try_into().expect("8 bytes")));
+                    }
+                }
+                Ok(_) => return None,
+                Err(e) => {
+                    failed = Some(e);
+                    return None;
+                }
             }
         }
-        Ok(true)
+        Some(words[i])
     };
-    if !read_to(&mut words, 1)? {
-        return Ok(());
+    let found = auxv_value_index(&mut word, AT_SYSINFO_EHDR);
+    if let Some(e) = failed {
+        return Err(e);
     }
-    // argc, argv..., NULL, envp..., NULL, auxv pairs.
-    let mut i = 1 + words[0] as usize + 1;
-    loop {
-        if !read_to(&mut words, i + 1)? {
-            return Ok(());
-        }
+    match found {
+        Some(i) => sys::write_memory(pid, sp + (i * 8) as u64, &0u64.to_ne_bytes()),
+        // A static binary without a vDSO entry: nothing to hide.
+        None => Ok(()),
+    }
+}
+
+/// Walks a new image's initial stack (word 0 at the stack pointer: argc,
+/// argv…, NULL, envp…, NULL, then the auxiliary vector's (type, value)
+/// pairs up to AT_NULL) and returns the index of the word holding `key`'s
+/// value.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn auxv_value_index(word: &mut impl FnMut(usize) -> Option<u64>, key: u64) -> Option<usize> {
+    let argc = usize::try_from(word(0)?).ok()?;
+    let mut i = argc.checked_add(2)?;
+    while word(i)? != 0 {
         i += 1;
-        if words[i - 1] == 0 {
-            break;
-        }
     }
+    i += 1;
     loop {
-        if !read_to(&mut words, i + 2)? {
-            return Ok(());
-        }
-        match words[i] {
-            0 => return Ok(()),
-            AT_SYSINFO_EHDR => {
-                let at = sp + ((i + 1) * 8) as u64;
-                return sys::write_memory(pid, at, &0u64.to_ne_bytes());
-            }
+        match word(i)? {
+            0 => return None,
+            t if t == key => return Some(i + 1),
             _ => i += 2,
         }
     }
@@ -892,6 +905,45 @@ mod tests {
         assert_eq!(errno_name(libc::ENOENT), "ENOENT");
         assert!(is_crash_signal(libc::SIGABRT));
         assert!(!is_crash_signal(libc::SIGKILL));
+    }
+
+    #[test]
+    fn the_auxv_is_found_past_argv_and_envp() {
+        // argc 2, argv, NULL, two env strings, NULL, auxv.
+        let stack = [
+            2,
+            0xa1,
+            0xa2,
+            0,
+            0xe1,
+            0xe2,
+            0,
+            6,
+            4096,
+            33,
+            0x7fff_1000,
+            0,
+            0,
+        ];
+        let mut word = |i: usize| stack.get(i).copied();
+        assert_eq!(auxv_value_index(&mut word, AT_SYSINFO_EHDR), Some(10));
+        assert_eq!(auxv_value_index(&mut word, 6), Some(8));
+        assert_eq!(auxv_value_index(&mut word, 25), None);
+        // Cut short: nothing found, no panic.
+        let mut short = |i: usize| stack[..5].get(i).copied();
+        assert_eq!(auxv_value_index(&mut short, AT_SYSINFO_EHDR), None);
+        // Our own auxv (from /proc) has the vDSO entry.
+        let raw = std::fs::read("/proc/self/auxv").unwrap();
+        let own: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        // As on a stack: argc 0, no argv, no env.
+        let mut fake = vec![0, 0, 0];
+        fake.extend(own);
+        let mut word = |i: usize| fake.get(i).copied();
+        let at = auxv_value_index(&mut word, AT_SYSINFO_EHDR).unwrap();
+        assert_ne!(fake[at], 0);
     }
 
     #[test]
