@@ -351,6 +351,64 @@ struct Entry {
     at: Instant,
 }
 
+/// A tracee in a ptrace stop (the typestate): ptrace's queries and
+/// register operations exist only on it, and resuming (or listening)
+/// consumes it. Dropping one unresumed resumes it, so no path of the
+/// tracer can leave a tracee stopped.
+struct Stopped {
+    pid: i32,
+    /// Resume with PTRACE_SYSCALL (tracing) rather than PTRACE_CONT.
+    syscalls: bool,
+    resumed: bool,
+}
+
+impl Stopped {
+    /// PTRACE_GETEVENTMSG.
+    fn event_msg(&self) -> std::io::Result<u64> {
+        sys::ptrace_event_msg(self.pid)
+    }
+
+    /// The signal of a signal-delivery stop: (number, si_code, si_addr).
+    fn siginfo(&self) -> std::io::Result<(i32, i32, u64)> {
+        sys::ptrace_siginfo(self.pid)
+    }
+
+    /// The syscall of a syscall or seccomp stop.
+    fn syscall_info(&self) -> std::io::Result<sys::SyscallStop> {
+        sys::ptrace_syscall_info(self.pid)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn regs(&self) -> std::io::Result<libc::user_regs_struct> {
+        sys::ptrace_getregs(self.pid)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn set_regs(&self, regs: &libc::user_regs_struct) -> std::io::Result<()> {
+        sys::ptrace_setregs(self.pid, regs)
+    }
+
+    /// Resumes it, delivering `signal` (0: none).
+    fn resume(mut self, signal: i32) {
+        self.resumed = true;
+        let _ = sys::ptrace_resume(self.pid, signal, self.syscalls);
+    }
+
+    /// Leaves it in its group stop, reporting the next event (PTRACE_LISTEN).
+    fn listen(mut self) {
+        self.resumed = true;
+        let _ = sys::ptrace_listen(self.pid);
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !self.resumed {
+            let _ = sys::ptrace_resume(self.pid, 0, self.syscalls);
+        }
+    }
+}
+
 /// The tracer thread's state.
 struct Thread {
     shared: Arc<Shared>,
@@ -519,10 +577,6 @@ impl Thread {
         }
     }
 
-    fn resume(&self, pid: i32, signal: i32) {
-        let _ = sys::ptrace_resume(pid, signal, self.tracing);
-    }
-
     fn handle(&mut self, pid: i32, status: libc::c_int) {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             self.ended(pid, status);
@@ -535,11 +589,16 @@ impl Thread {
             // A new child's first stop, before its parent's fork event.
             self.register(pid, None);
         }
+        let stop = Stopped {
+            pid,
+            syscalls: self.tracing,
+            resumed: false,
+        };
         let signal = libc::WSTOPSIG(status);
         let event = status >> 16;
         match event {
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                if let Ok(child) = sys::ptrace_event_msg(pid) {
+                if let Ok(child) = stop.event_msg() {
                     let child = child as i32;
                     // Already known when its first stop came first (then
                     // it was read from /proc, and it may have exec'd since).
@@ -547,10 +606,10 @@ impl Thread {
                         self.register(child, Some(pid));
                     }
                 }
-                self.resume(pid, 0);
+                stop.resume(0);
             }
             libc::PTRACE_EVENT_EXEC => {
-                if let Ok(former) = sys::ptrace_event_msg(pid) {
+                if let Ok(former) = stop.event_msg() {
                     let former = former as i32;
                     if former != pid {
                         self.tracees.remove(&former);
@@ -571,43 +630,43 @@ impl Thread {
                     p.cmdline = read_cmdline(pid);
                 }
                 if self.shared.clock.is_some() {
-                    if let Err(e) = hide_vdso(pid) {
+                    if let Err(e) = hide_vdso(&stop) {
                         tracing::debug!(pid, "cannot hide the vDSO: {e}");
                     }
                 }
-                self.resume(pid, 0);
+                stop.resume(0);
             }
-            libc::PTRACE_EVENT_EXIT => self.resume(pid, 0),
+            libc::PTRACE_EVENT_EXIT => stop.resume(0),
             libc::PTRACE_EVENT_SECCOMP => {
-                self.seccomp_stop(pid);
-                self.resume(pid, 0);
+                self.seccomp_stop(&stop);
+                stop.resume(0);
             }
             sys::PTRACE_EVENT_STOP => {
                 if signal == libc::SIGTRAP {
                     // PTRACE_INTERRUPT or a new child's first stop.
-                    self.resume(pid, 0);
+                    stop.resume(0);
                 } else {
                     // A group stop (SIGSTOP, SIGTSTP…): stay stopped, as
                     // without a tracer, until SIGCONT.
-                    let _ = sys::ptrace_listen(pid);
+                    stop.listen();
                 }
             }
             0 if signal == libc::SIGTRAP | 0x80 => {
-                self.syscall_stop(pid);
-                self.resume(pid, 0);
+                self.syscall_stop(&stop);
+                stop.resume(0);
             }
             0 => {
                 // Signal-delivery stop: note crash signals (with the
                 // fault address, only known here) and deliver it.
                 if is_crash_signal(signal) {
-                    if let Ok((_, code, addr)) = sys::ptrace_siginfo(pid) {
+                    if let Ok((_, code, addr)) = stop.siginfo() {
                         let tgid = self.tracees.get(&pid).map(|t| t.tgid).unwrap_or(pid);
                         self.crashes.insert(tgid, (signal, code, addr));
                     }
                 }
-                self.resume(pid, signal);
+                stop.resume(signal);
             }
-            _ => self.resume(pid, 0),
+            _ => stop.resume(0),
         }
     }
 
@@ -660,11 +719,12 @@ impl Thread {
     }
 
     /// A syscall entry or exit while tracing.
-    fn syscall_stop(&mut self, pid: i32) {
+    fn syscall_stop(&mut self, stop: &Stopped) {
         if !self.tracing {
             return;
         }
-        let Ok(info) = sys::ptrace_syscall_info(pid) else {
+        let pid = stop.pid;
+        let Ok(info) = stop.syscall_info() else {
             return;
         };
         match info {
@@ -737,13 +797,13 @@ impl Thread {
     /// A SECCOMP_RET_TRACE stop: a clock syscall of a VM with a virtual
     /// clock, emulated here (written into the tracee, skipped, its return
     /// value set).
-    fn seccomp_stop(&mut self, pid: i32) {
+    fn seccomp_stop(&mut self, stop: &Stopped) {
         let Some(clock) = &self.shared.clock else {
             return;
         };
         let clock = clock.lock().expect("not poisoned").clone();
-        if let Err(e) = emulate_clock(pid, &clock) {
-            tracing::debug!(pid, "clock emulation failed: {e}");
+        if let Err(e) = emulate_clock(stop, &clock) {
+            tracing::debug!(pid = stop.pid, "clock emulation failed: {e}");
         }
     }
 }
@@ -764,8 +824,9 @@ pub fn errno_name(errno: i32) -> String {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn emulate_clock(pid: i32, clock: &VirtualClock) -> std::io::Result<()> {
-    let mut regs = sys::ptrace_getregs(pid)?;
+fn emulate_clock(stop: &Stopped, clock: &VirtualClock) -> std::io::Result<()> {
+    let pid = stop.pid;
+    let mut regs = stop.regs()?;
     let now = HostNow::read();
     let nr = regs.orig_rax as i64;
     let (a0, a1) = (regs.rdi, regs.rsi);
@@ -814,11 +875,11 @@ fn emulate_clock(pid: i32, clock: &VirtualClock) -> std::io::Result<()> {
     // Skip the syscall (number -1) and set its return value.
     regs.orig_rax = u64::MAX;
     regs.rax = ret as u64;
-    sys::ptrace_setregs(pid, &regs)
+    stop.set_regs(&regs)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn emulate_clock(_pid: i32, _clock: &VirtualClock) -> std::io::Result<()> {
+fn emulate_clock(_stop: &Stopped, _clock: &VirtualClock) -> std::io::Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
@@ -829,8 +890,9 @@ const AT_SYSINFO_EHDR: u64 = 33;
 /// (on its stack, past argc, argv and envp), so that its libc finds no
 /// vDSO and makes real clock syscalls.
 #[cfg(target_arch = "x86_64")]
-fn hide_vdso(pid: i32) -> std::io::Result<()> {
-    let sp = sys::ptrace_getregs(pid)?.rsp;
+fn hide_vdso(stop: &Stopped) -> std::io::Result<()> {
+    let pid = stop.pid;
+    let sp = stop.regs()?.rsp;
     // The stack's words, read a page at a time as the walk needs them.
     let mut words: Vec<u64> = Vec::new();
     let mut failed = None;
@@ -891,7 +953,7 @@ fn auxv_value_index(word: &mut impl FnMut(usize) -> Option<u64>, key: u64) -> Op
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn hide_vdso(_pid: i32) -> std::io::Result<()> {
+fn hide_vdso(_stop: &Stopped) -> std::io::Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
