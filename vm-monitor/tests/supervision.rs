@@ -423,3 +423,65 @@ async fn the_trace_cli_switches_and_streams() {
     assert!(vm.stop().success());
     drop(stream);
 }
+
+#[tokio::test]
+async fn a_slow_trace_client_loses_events_but_never_stalls_the_guest() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("trslow");
+    let (mut vm, mut client) = TestVm::start(spec("t", &name, dir.path()), dir.path()).await;
+    client.trace_on(pb::TraceOnRequest {}).await.unwrap();
+    // A client that subscribes, then reads nothing while the guest makes
+    // ~200k syscalls (more than the broadcast, the stream's queue and the
+    // HTTP/2 windows hold).
+    let mut stream = client
+        .trace(pb::TraceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let started = Instant::now();
+    let out = exec(
+        &mut client,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=100000"],
+    )
+    .await;
+    assert_eq!(
+        out.status.code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Traced, 200k syscalls take a few seconds; a guest waiting for the
+    // client would never finish.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    // Once it reads, the stream says what it lost (counted when the
+    // stream catches up with the broadcast) ...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lost = loop {
+        let batch = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a batch in time")
+            .unwrap()
+            .expect("stream open");
+        if batch.dropped > 0 {
+            break batch.dropped;
+        }
+        assert!(Instant::now() < deadline, "no batch reports its losses");
+    };
+    // ... and so does the VM's tracing state.
+    let state = client
+        .trace_off(pb::TraceOffRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(state.events >= 200_000, "{state:?}");
+    assert!(state.dropped >= lost, "{state:?} < {lost}");
+    drop((stream, client));
+    assert!(vm.stop().success());
+}
