@@ -19,10 +19,13 @@
 //! Everything else runs at native speed. The thread talks to the async
 //! runtime through a command channel and an eventfd; it sleeps in `poll`
 //! on that eventfd and a signalfd for SIGCHLD (blocked in every thread of
-//! the monitor, see [`crate::sys::block_sigchld`]). It never leaves a
-//! tracee stopped: every stop is resumed (group stops with PTRACE_LISTEN),
-//! tracees are seized with PTRACE_O_EXITKILL, and the thread runs until the
-//! last tracee is gone.
+//! the monitor, see [`crate::sys::block_sigchld`]) — or, while tracing,
+//! directly in `waitpid`, as strace does (stops come at every syscall then,
+//! and a command is seen at the next one). It never leaves a tracee
+//! stopped: a stop is a `Stopped` value that resuming consumes and that
+//! resumes the tracee if dropped (group stops get PTRACE_LISTEN), tracees
+//! are seized with PTRACE_O_EXITKILL, and the thread runs until the last
+//! tracee is gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
