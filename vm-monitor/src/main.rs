@@ -23,6 +23,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => vm_monitor::cli::run(args).map(|()| 0),
         Command::Exec(args) => vm_monitor::cli::exec(args),
         Command::Fault(args) => vm_monitor::cli::fault(args).map(|()| 0),
+        Command::Trace(args) => vm_monitor::cli::trace(args).map(|()| 0),
+        Command::Clock(args) => vm_monitor::cli::clock(args).map(|()| 0),
         Command::Cleanup(args) => vm_monitor::cli::cleanup(args).map(|()| 0),
     };
     match result {
