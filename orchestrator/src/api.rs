@@ -365,6 +365,96 @@ impl Service for OrchestratorService {
         Ok(Response::new(reply))
     }
 
+    async fn trace_on(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<vm_pb::TraceState>, Status> {
+        let node = request.into_inner();
+        let state = match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => client
+                .trace_on(vm_pb::TraceOnRequest {})
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.trace_on(node).await,
+        };
+        self.inner
+            .emit(&node.lab, &node.node, "trace", "syscall tracing on");
+        Ok(Response::new(state))
+    }
+
+    async fn trace_off(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<vm_pb::TraceState>, Status> {
+        let node = request.into_inner();
+        let state = match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => client
+                .trace_off(vm_pb::TraceOffRequest {})
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.trace_off(node).await,
+        };
+        self.inner
+            .emit(&node.lab, &node.node, "trace", "syscall tracing off");
+        Ok(Response::new(state))
+    }
+
+    type TraceStream = BoxStream<vm_pb::TraceBatch>;
+
+    async fn trace(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        let node = request.into_inner();
+        let stream = match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => {
+                client.trace(vm_pb::TraceRequest {}).await?.into_inner()
+            }
+            NodeClient::Peer(mut peer) => peer.trace(node).await?.into_inner(),
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn set_clock(
+        &self,
+        request: Request<pb::SetClockRequest>,
+    ) -> Result<Response<vm_pb::ClockState>, Status> {
+        let req = request.into_inner();
+        let clock = req.clock.clone().unwrap_or_default();
+        let state = match self.monitor(req.node.as_ref()).await? {
+            NodeClient::Here(mut client) => client.set_clock(clock).await?.into_inner(),
+            NodeClient::Peer(mut peer) => return peer.set_clock(req).await,
+        };
+        if let Some(node) = &req.node {
+            self.inner.emit(
+                &node.lab,
+                &node.node,
+                "clock",
+                &format!(
+                    "clock set: {:+.3} s from the host's, rate {}",
+                    state.realtime_offset, state.rate
+                ),
+            );
+        }
+        Ok(Response::new(state))
+    }
+
+    async fn get_clock(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<vm_pb::ClockState>, Status> {
+        let node = request.into_inner();
+        match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => Ok(Response::new(
+                client
+                    .get_clock(vm_pb::GetClockRequest {})
+                    .await?
+                    .into_inner(),
+            )),
+            NodeClient::Peer(mut peer) => peer.get_clock(node).await,
+        }
+    }
+
     async fn read_log(
         &self,
         request: Request<pb::NodeRef>,

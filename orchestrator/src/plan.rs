@@ -331,6 +331,12 @@ fn plan_vm(
         pids: None,
     };
     spec.faults = node.faults;
+    if let Some(clock) = node.clock {
+        // The virtual clock, settable at run time (`vbet clock`).
+        spec.clock.realtime = clock.offset;
+        spec.clock.rate = clock.rate;
+        spec.clock.settable = true;
+    }
     spec.restart = match node.restart {
         None | Some(model::Restart::No) => RestartPolicy::Never,
         Some(model::Restart::OnFailure) => RestartPolicy::OnFailure,

@@ -9,7 +9,7 @@ use crate::ast::{Attr, BinOp, Call, Expr, ExprKind, Iter, Part, Stmt, Template};
 use crate::diagnostics::{ErrorKind, Problem, Sources, Span, suggest};
 use crate::model::{
     Cable, Endpoint, FileSpec, Hostfs, Impair, Kind, LinkState, Nic, Node, Port, Ready, Restart,
-    Route, Service, Switch, SwitchKind, Topology,
+    Route, Service, Switch, SwitchKind, Topology, VirtualClock,
 };
 use crate::net::{IfAddr, Mac, Prefix};
 use crate::parser;
@@ -42,7 +42,19 @@ pub const BUILTIN_KINDS: &[&str] = &[
 
 /// Attributes of each kind of target.
 pub const NODE_ATTRS: &[&str] = &[
-    "image", "packages", "memory", "cpus", "restart", "host", "hostfs", "gateway", "nics", "faults",
+    "image",
+    "packages",
+    "memory",
+    "cpus",
+    "restart",
+    "host",
+    "hostfs",
+    "gateway",
+    "nics",
+    "faults",
+    "clock",
+    "clock_offset",
+    "clock_rate",
 ];
 /// Attributes of a switch or hub.
 pub const SWITCH_ATTRS: &[&str] = &["ports", "host", "nics"];
