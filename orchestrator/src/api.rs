@@ -420,7 +420,7 @@ impl Service for OrchestratorService {
         request: Request<pb::SetClockRequest>,
     ) -> Result<Response<vm_pb::ClockState>, Status> {
         let req = request.into_inner();
-        let clock = req.clock.clone().unwrap_or_default();
+        let clock = req.clock.unwrap_or_default();
         let state = match self.monitor(req.node.as_ref()).await? {
             NodeClient::Here(mut client) => client.set_clock(clock).await?.into_inner(),
             NodeClient::Peer(mut peer) => return peer.set_clock(req).await,
