@@ -388,11 +388,19 @@ fn plan_vm(
             nic: r.nic.map(|n| n.saturating_sub(1)),
         }))
         .collect();
-    // Kernel parameters first (they are per network namespace, so the
-    // VM's own), then the services in order.
-    spec.commands = node
+    // Network kernel parameters are the monitor's to set, before the NICs
+    // come up; others (rare: they are mostly the host's) run as commands
+    // first, then the services in order.
+    let (net, other): (Vec<_>, Vec<_>) = node
         .sysctls
         .iter()
+        .partition(|(key, _)| key.starts_with("net."));
+    spec.sysctls = net
+        .into_iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    spec.commands = other
+        .into_iter()
         .map(|(key, value)| format!("sysctl -qw {key}={value}"))
         .chain(node.services.iter().map(|s| match &layout.tools {
             // vBET's own programs (chord-peer, …) are on every service's PATH.
@@ -585,11 +593,11 @@ mod tests {
         );
         let r2 = &plan.vms.iter().find(|v| v.spec.name == "r2").unwrap().spec;
         assert_eq!(r2.nics[1].wiring, Wiring::None);
-        assert!(
-            r1.commands
-                .iter()
-                .any(|c| c == "sysctl -qw net.ipv4.ip_forward=1")
+        assert_eq!(
+            r1.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
         );
+        assert!(!r1.commands.iter().any(|c| c.contains("sysctl")));
     }
 
     #[test]

@@ -141,13 +141,15 @@ pub struct Tap {
 }
 
 /// Creates the TAPs in the network namespace `netns` (an fd of
-/// `/proc/PID/ns/net`) and configures loopback, MACs, addresses and
-/// routes. Runs on a thread of its own that enters the namespace and ends:
-/// no runtime thread ever changes namespace.
+/// `/proc/PID/ns/net`), sets the VM's network kernel parameters, and
+/// configures loopback, MACs, addresses and routes. Runs on a thread of
+/// its own that enters the namespace and ends: no runtime thread ever
+/// changes namespace.
 pub fn create(
     netns: OwnedFd,
     nics: Vec<NicPlan>,
     routes: Vec<RouteSpec>,
+    sysctls: Vec<(String, String)>,
 ) -> Result<Vec<Tap>, NicError> {
     std::thread::spawn(move || {
         nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
@@ -163,6 +165,16 @@ pub fn create(
                 sys::tap_set_offload(&fd, sys::TAP_OFFLOADS).map_err(tap_err)?;
             }
             taps.push(Tap { plan, fd });
+        }
+        // /proc/sys/net is the namespace of the thread that opens it: this
+        // one's. The NICs exist (per-NIC keys work) and are still down.
+        for (key, value) in &sysctls {
+            std::fs::write(crate::spec::sysctl_path(key), value).map_err(|source| {
+                NicError::Io {
+                    what: format!("sysctl {key} = {value}"),
+                    source,
+                }
+            })?;
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -51,6 +51,13 @@ pub struct VmSpec {
     /// Static routes.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// Network kernel parameters of the VM (`net.ipv4.ip_forward = "1"`),
+    /// written in its network namespace after its NICs exist and before
+    /// they come up — so `net.ipv6.conf.all.disable_ipv6` keeps even the
+    /// first IPv6 frames off the wire. Only `net.*` keys: the others are
+    /// the host's. A `/` in a key stands for a `.` in a name (`eth0/10`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
     /// What to do when the guest stops by itself.
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -497,6 +504,7 @@ impl VmSpec {
             commands: Vec::new(),
             nics: Vec::new(),
             routes: Vec::new(),
+            sysctls: Default::default(),
             restart: RestartPolicy::Never,
             run_dir: None,
             faults: false,
@@ -579,6 +587,9 @@ impl VmSpec {
             .and_then(|()| crate::clock::check_rate(self.clock.rate))
             .map_err(|e| SpecError::Invalid(e.to_string()))?;
         check_name("lab name", &self.lab)?;
+        for (key, value) in &self.sysctls {
+            check_sysctl(key, value)?;
+        }
         if let Some(h) = &self.hostname {
             check_name("hostname", h)?;
         }
@@ -756,6 +767,42 @@ fn check_socket(nic: u32, path: &Path) -> Result<(), SpecError> {
         }),
         Ok(_) => Ok(()),
     }
+}
+
+/// Checks a network kernel parameter of a VM: a `net.*` key of plain
+/// name characters, and a value of one line.
+fn check_sysctl(key: &str, value: &str) -> Result<(), SpecError> {
+    let plain = key.split('.').all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-/:".contains(&b))
+    });
+    if !key.starts_with("net.") || !plain || key.contains("..") {
+        return Err(SpecError::Invalid(format!(
+            "sysctl {key:?}: only network parameters (net.…) are the VM's own; set others in a command"
+        )));
+    }
+    if value.contains('\n') || value.len() > 4096 {
+        return Err(SpecError::Invalid(format!(
+            "sysctl {key}: the value must be one line"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a kernel parameter lives under /proc/sys: dots are directories,
+/// a `/` stands for a dot inside a name (`net.ipv4.conf.eth0/10.forwarding`).
+pub fn sysctl_path(key: &str) -> PathBuf {
+    let relative: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    Path::new("/proc/sys").join(relative)
 }
 
 #[cfg(test)]

@@ -497,8 +497,9 @@ pub async fn run(
         };
         let nics_plan = nic::plan(&spec);
         let routes = spec.routes.clone();
+        let sysctls: Vec<_> = spec.sysctls.clone().into_iter().collect();
         let taps = tokio::task::spawn_blocking(move || {
-            nic::create(OwnedFd::from(netns), nics_plan, routes)
+            nic::create(OwnedFd::from(netns), nics_plan, routes, sysctls)
         })
         .await
         .map_err(|e| VmError::Io {
