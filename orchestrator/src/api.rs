@@ -13,7 +13,7 @@ use vbet_proto::vbet::orchestrator::v1::orchestrator_server::Orchestrator as Ser
 use vbet_proto::vbet::port::v1 as port_pb;
 use vbet_proto::vbet::vm::v1 as vm_pb;
 
-use crate::lab::{LabError, Orchestrator, summaries};
+use crate::lab::{HostPart, LabError, Located, Orchestrator, TopologySource, summaries};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -30,28 +30,77 @@ impl OrchestratorService {
     }
 }
 
+/// Who answers for a node: its monitor, or (on another host) that
+/// host's orchestrator.
+enum NodeClient {
+    Here(vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<tonic::transport::Channel>),
+    Peer(crate::client::Client),
+}
+
 impl OrchestratorService {
-    /// A client of the monitor of a node.
-    async fn monitor(
-        &self,
-        node: Option<&pb::NodeRef>,
-    ) -> Result<
-        vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<tonic::transport::Channel>,
-        Status,
-    > {
+    /// A client of the monitor of a node, or of the peer it runs on.
+    async fn monitor(&self, node: Option<&pb::NodeRef>) -> Result<NodeClient, Status> {
         let node = node.ok_or_else(|| Status::invalid_argument("name the lab and the node"))?;
-        let api = self
+        let api = match self
             .inner
-            .node_api(&node.lab, &node.node)
+            .locate(&node.lab, &node.node)
             .await
-            .map_err(status)?;
-        vm_monitor::client::connect(&api).await.map_err(|e| {
-            Status::unavailable(format!(
-                "node {}: its monitor does not answer: {e}",
-                node.node
-            ))
-        })
+            .map_err(status)?
+        {
+            Located::Here(api) => api,
+            Located::Peer(host) => {
+                return Ok(NodeClient::Peer(peer_client(&self.inner, &host).await?));
+            }
+        };
+        vm_monitor::client::connect(&api)
+            .await
+            .map(NodeClient::Here)
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "node {}: its monitor does not answer: {e}",
+                    node.node
+                ))
+            })
     }
+}
+
+/// The part of a multi-host lab a peer asks for.
+fn host_part(part: pb::HostPart) -> Result<HostPart, Status> {
+    let vxlan = part
+        .cables
+        .into_iter()
+        .map(|(label, c)| {
+            let addr = |a: &str| {
+                a.parse().map_err(|_| {
+                    Status::invalid_argument(format!("cable {label}: {a:?} is not IP:PORT"))
+                })
+            };
+            let cable = crate::plan::VxlanCable {
+                vni: c.vni,
+                a: addr(&c.a)?,
+                b: addr(&c.b)?,
+            };
+            Ok((label, cable))
+        })
+        .collect::<Result<_, Status>>()?;
+    if part.host.is_empty() {
+        return Err(Status::invalid_argument("a host part must name its host"));
+    }
+    Ok(HostPart {
+        host: part.host,
+        leader: part.leader,
+        vxlan,
+    })
+}
+
+/// A client of the orchestrator on `host`, where a node of a multi-host
+/// lab runs.
+async fn peer_client(inner: &Orchestrator, host: &str) -> Result<crate::client::Client, Status> {
+    inner
+        .peers()
+        .connect(host)
+        .await
+        .map_err(|e| Status::unavailable(format!("{e:#}")))
 }
 
 fn status(e: LabError) -> Status {
@@ -104,17 +153,28 @@ impl Service for OrchestratorService {
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<Self::DeployStream>, Status> {
         let req = request.into_inner();
-        let path = PathBuf::from(&req.topology_path);
-        if !path.is_absolute() {
-            return Err(Status::invalid_argument(format!(
-                "topology path {} must be absolute",
-                path.display()
-            )));
-        }
+        let source = match req.topology {
+            Some(t) => TopologySource::Bundle(vbet_topology::Bundle {
+                name: t.name,
+                text: t.text,
+                files: t.files.into_iter().collect(),
+            }),
+            None => {
+                let path = PathBuf::from(&req.topology_path);
+                if !path.is_absolute() {
+                    return Err(Status::invalid_argument(format!(
+                        "topology path {} must be absolute (or send the topology itself)",
+                        path.display()
+                    )));
+                }
+                TopologySource::Path(path)
+            }
+        };
+        let part = req.part.map(host_part).transpose()?;
         let inner = self.inner.clone();
         Ok(Response::new(progress_stream(move |tx| async move {
             let lab = (!req.lab.is_empty()).then_some(req.lab.as_str());
-            inner.deploy(lab, &path, &tx).await.map(|_| ())
+            inner.deploy_part(lab, &source, part, &tx).await.map(|_| ())
         })))
     }
 
@@ -162,11 +222,24 @@ impl Service for OrchestratorService {
         let first = incoming.message().await?.ok_or_else(|| {
             Status::invalid_argument("Exec needs a first message naming the node")
         })?;
-        let api = self
+        let api = match self
             .inner
-            .node_api(&first.lab, &first.node)
+            .locate(&first.lab, &first.node)
             .await
-            .map_err(status)?;
+            .map_err(status)?
+        {
+            Located::Here(api) => api,
+            Located::Peer(host) => {
+                // The node's own orchestrator runs it; the stream passes through.
+                let mut peer = peer_client(&self.inner, &host).await?;
+                let rest = incoming.filter_map(Result::ok);
+                let replies = peer
+                    .exec(tokio_stream::iter([first]).chain(rest))
+                    .await?
+                    .into_inner();
+                return Ok(Response::new(Box::pin(replies)));
+            }
+        };
         let mut client = vm_monitor::client::connect(&api).await.map_err(|e| {
             Status::unavailable(format!(
                 "node {}: its monitor does not answer: {e}",
@@ -235,11 +308,13 @@ impl Service for OrchestratorService {
         request: Request<pb::AddFaultRequest>,
     ) -> Result<Response<vm_pb::FaultRule>, Status> {
         let req = request.into_inner();
-        let mut client = self.monitor(req.node.as_ref()).await?;
-        let rule = client
-            .add_fault(vm_pb::AddFaultRequest { rule: req.rule })
-            .await?
-            .into_inner();
+        let rule = match self.monitor(req.node.as_ref()).await? {
+            NodeClient::Here(mut client) => client
+                .add_fault(vm_pb::AddFaultRequest { rule: req.rule })
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.add_fault(req).await,
+        };
         if let Some(node) = &req.node {
             self.inner.emit(
                 &node.lab,
@@ -256,13 +331,15 @@ impl Service for OrchestratorService {
         request: Request<pb::NodeRef>,
     ) -> Result<Response<vm_pb::ListFaultsReply>, Status> {
         let node = request.into_inner();
-        let mut client = self.monitor(Some(&node)).await?;
-        Ok(Response::new(
-            client
-                .list_faults(vm_pb::ListFaultsRequest {})
-                .await?
-                .into_inner(),
-        ))
+        match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => Ok(Response::new(
+                client
+                    .list_faults(vm_pb::ListFaultsRequest {})
+                    .await?
+                    .into_inner(),
+            )),
+            NodeClient::Peer(mut peer) => peer.list_faults(node).await,
+        }
     }
 
     async fn remove_fault(
@@ -270,11 +347,13 @@ impl Service for OrchestratorService {
         request: Request<pb::RemoveFaultRequest>,
     ) -> Result<Response<vm_pb::RemoveFaultReply>, Status> {
         let req = request.into_inner();
-        let mut client = self.monitor(req.node.as_ref()).await?;
-        let reply = client
-            .remove_fault(vm_pb::RemoveFaultRequest { id: req.id })
-            .await?
-            .into_inner();
+        let reply = match self.monitor(req.node.as_ref()).await? {
+            NodeClient::Here(mut client) => client
+                .remove_fault(vm_pb::RemoveFaultRequest { id: req.id })
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.remove_fault(req).await,
+        };
         if let Some(node) = &req.node {
             self.inner.emit(
                 &node.lab,
@@ -284,6 +363,124 @@ impl Service for OrchestratorService {
             );
         }
         Ok(Response::new(reply))
+    }
+
+    async fn trace_on(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<vm_pb::TraceState>, Status> {
+        let node = request.into_inner();
+        let state = match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => client
+                .trace_on(vm_pb::TraceOnRequest {})
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.trace_on(node).await,
+        };
+        self.inner
+            .emit(&node.lab, &node.node, "trace", "syscall tracing on");
+        Ok(Response::new(state))
+    }
+
+    async fn trace_off(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<vm_pb::TraceState>, Status> {
+        let node = request.into_inner();
+        let state = match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => client
+                .trace_off(vm_pb::TraceOffRequest {})
+                .await?
+                .into_inner(),
+            NodeClient::Peer(mut peer) => return peer.trace_off(node).await,
+        };
+        self.inner
+            .emit(&node.lab, &node.node, "trace", "syscall tracing off");
+        Ok(Response::new(state))
+    }
+
+    type TraceStream = BoxStream<vm_pb::TraceBatch>;
+
+    async fn trace(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        let node = request.into_inner();
+        let stream = match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => {
+                client.trace(vm_pb::TraceRequest {}).await?.into_inner()
+            }
+            NodeClient::Peer(mut peer) => peer.trace(node).await?.into_inner(),
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn set_clock(
+        &self,
+        request: Request<pb::SetClockRequest>,
+    ) -> Result<Response<vm_pb::ClockState>, Status> {
+        let req = request.into_inner();
+        let clock = req.clock.unwrap_or_default();
+        let state = match self.monitor(req.node.as_ref()).await? {
+            NodeClient::Here(mut client) => client.set_clock(clock).await?.into_inner(),
+            NodeClient::Peer(mut peer) => return peer.set_clock(req).await,
+        };
+        if let Some(node) = &req.node {
+            self.inner.emit(
+                &node.lab,
+                &node.node,
+                "clock",
+                &format!(
+                    "clock set: {:+.3} s from the host's, rate {}",
+                    state.realtime_offset, state.rate
+                ),
+            );
+        }
+        Ok(Response::new(state))
+    }
+
+    async fn get_clock(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<vm_pb::ClockState>, Status> {
+        let node = request.into_inner();
+        match self.monitor(Some(&node)).await? {
+            NodeClient::Here(mut client) => Ok(Response::new(
+                client
+                    .get_clock(vm_pb::GetClockRequest {})
+                    .await?
+                    .into_inner(),
+            )),
+            NodeClient::Peer(mut peer) => peer.get_clock(node).await,
+        }
+    }
+
+    async fn read_log(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<pb::LogText>, Status> {
+        let node = request.into_inner();
+        let record = self.inner.lab(&node.lab).await.map_err(status)?;
+        if let Some(host) = record.placement.host_of(&node.node)
+            && record.placement.part_of.is_none()
+        {
+            let mut peer = peer_client(&self.inner, host).await?;
+            return peer.read_log(node).await;
+        }
+        let known = record.vms.iter().any(|v| v.name == node.node)
+            || record.switches.iter().any(|s| s.name == node.node);
+        if !known {
+            return Err(Status::not_found(format!(
+                "lab {} has no node or switch named {} here",
+                node.lab, node.node
+            )));
+        }
+        let path = self.inner.layout().log(&node.lab, &node.node);
+        let text = std::fs::read(&path)
+            .map_err(|e| Status::not_found(format!("no log at {}: {e}", path.display())))?;
+        Ok(Response::new(pb::LogText {
+            text: String::from_utf8_lossy(&text).into_owned(),
+        }))
     }
 
     type CaptureStream = BoxStream<port_pb::PcapChunk>;
@@ -306,7 +503,14 @@ impl Service for OrchestratorService {
             .ok_or_else(|| {
                 Status::invalid_argument(format!("{:?} is not a NIC; write NODE:ethN", req.target))
             })?;
-        let api = self.inner.node_api(&req.lab, &node).await.map_err(status)?;
+        let api = match self.inner.locate(&req.lab, &node).await.map_err(status)? {
+            Located::Here(api) => api,
+            Located::Peer(host) => {
+                let mut peer = peer_client(&self.inner, &host).await?;
+                let stream = peer.capture(req).await?.into_inner();
+                return Ok(Response::new(Box::pin(stream)));
+            }
+        };
         let mut client = vm_monitor::client::connect(&api)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;

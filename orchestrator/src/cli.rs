@@ -87,6 +87,28 @@ pub enum Command {
     /// `faults = "on"` in the topology).
     #[command(subcommand)]
     Fault(FaultCommand),
+    /// Syscall tracing of a node: on, off, or stream the traced syscalls
+    /// (strace-like lines; JSON lines with --json) until interrupted.
+    Trace {
+        /// LAB/NODE, or NODE when there is only one lab.
+        node: String,
+        /// on, off or stream.
+        #[arg(value_enum, default_value = "stream")]
+        action: TraceAction,
+    },
+    /// Show or change a node's virtual clock (the node needs `clock`,
+    /// `clock_offset` or `clock_rate` in the topology).
+    Clock {
+        /// LAB/NODE, or NODE when there is only one lab.
+        node: String,
+        /// Put the node's CLOCK_REALTIME this many seconds ahead of the
+        /// host's (negative: behind).
+        #[arg(long, allow_negative_numbers = true)]
+        offset: Option<f64>,
+        /// Guest seconds per host second for all its clocks (0.001–1000).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
     /// Change a cable: up, down, blackhole, impair or flap.
     Link(LinkArgs),
     /// Stream a NIC's frames as pcap (to stdout unless -w).
@@ -131,6 +153,17 @@ pub enum Command {
         /// bash, zsh, fish, …
         shell: clap_complete::Shell,
     },
+}
+
+/// What `vbet trace` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TraceAction {
+    /// Every process of the node stops at each syscall from now on.
+    On,
+    /// Back to stops at fork, exec and exit only.
+    Off,
+    /// Print the traced syscalls as they end.
+    Stream,
 }
 
 /// `vbet fault`.
@@ -275,6 +308,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::shell::run(&mut client, &lab, &node, argv).await
         }
         Command::Fault(command) => fault(&mut client, command, cli.json).await,
+        Command::Trace { node, action } => trace(&mut client, &node, action, cli.json).await,
+        Command::Clock { node, offset, rate } => {
+            clock(&mut client, &node, offset, rate, cli.json).await
+        }
         Command::Link(args) => {
             let lab = pick_lab(&mut client, args.lab.clone()).await?;
             link(&mut client, &lab, &args, cli.json).await
@@ -333,9 +370,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Logs { component } => {
             let (lab, name) = split_target(&mut client, &component).await?;
-            let log = layout.log(&lab, &name);
-            let text = std::fs::read_to_string(&log)
-                .with_context(|| format!("no log for {name} in lab {lab} ({})", log.display()))?;
+            let text = client
+                .read_log(pb::NodeRef {
+                    lab: lab.clone(),
+                    node: name.clone(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("no log for {name} in lab {lab}: {}", s.message()))?
+                .into_inner()
+                .text;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
@@ -495,16 +538,8 @@ async fn follow(
 }
 
 async fn up(client: &mut Client, file: &Path, name: Option<String>) -> anyhow::Result<ExitCode> {
-    let path = file
-        .canonicalize()
-        .with_context(|| format!("cannot open topology {}", file.display()))?;
-    let mut stream = client
-        .deploy(pb::DeployRequest {
-            lab: name.unwrap_or_default(),
-            topology_path: path.display().to_string(),
-        })
-        .await?
-        .into_inner();
+    let request = crate::client::deploy_request(file, &name.unwrap_or_default())?;
+    let mut stream = client.deploy(request).await?.into_inner();
     follow(&mut stream, "deploying", pb::Phase::Ready).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -606,13 +641,21 @@ async fn inspect(client: &mut Client, lab: &str, json: bool) -> anyhow::Result<E
     }
     let s = lab.summary.unwrap_or_default();
     println!("lab {} ({}), from {}\n", s.name, s.state, s.topology_path);
+    // Nodes and switches on peers say where they run.
+    let placed = |state: &str, host: &str| {
+        if host.is_empty() {
+            state.to_owned()
+        } else {
+            format!("{state} on {host}")
+        }
+    };
     let mut rows = Vec::new();
     for n in &lab.nodes {
         if n.nics.is_empty() {
             rows.push(vec![
                 n.name.clone(),
                 n.kind.clone(),
-                n.state.clone(),
+                placed(&n.state, &n.host),
                 n.monitor_pid.to_string(),
                 String::new(),
                 String::new(),
@@ -626,7 +669,7 @@ async fn inspect(client: &mut Client, lab: &str, json: bool) -> anyhow::Result<E
                 if first { n.name.clone() } else { String::new() },
                 if first { n.kind.clone() } else { String::new() },
                 if first {
-                    n.state.clone()
+                    placed(&n.state, &n.host)
                 } else {
                     String::new()
                 },
@@ -664,7 +707,7 @@ async fn inspect(client: &mut Client, lab: &str, json: bool) -> anyhow::Result<E
                 vec![
                     s.name.clone(),
                     s.kind.clone(),
-                    s.state.clone(),
+                    placed(&s.state, &s.host),
                     s.pid.to_string(),
                     s.ports.to_string(),
                     s.ctl_socket.clone(),
@@ -699,7 +742,7 @@ fn lab_json(lab: &pb::Lab) -> serde_json::Value {
     serde_json::json!({
         "name": s.name, "state": s.state, "topology": s.topology_path, "run_dir": lab.run_dir,
         "nodes": lab.nodes.iter().map(|n| serde_json::json!({
-            "name": n.name, "kind": n.kind, "state": n.state, "monitor_pid": n.monitor_pid,
+            "name": n.name, "kind": n.kind, "state": n.state, "host": n.host, "monitor_pid": n.monitor_pid,
             "init_pid": n.init_pid, "api": n.api_socket, "uptime_ms": n.uptime_ms,
             "nics": n.nics.iter().map(|nic| serde_json::json!({
                 "name": nic.name, "mac": nic.mac, "addresses": nic.addresses, "peer": nic.peer,
@@ -709,7 +752,7 @@ fn lab_json(lab: &pb::Lab) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "switches": lab.switches.iter().map(|s| serde_json::json!({
-            "name": s.name, "kind": s.kind, "state": s.state, "pid": s.pid,
+            "name": s.name, "kind": s.kind, "state": s.state, "host": s.host, "pid": s.pid,
             "ctl": s.ctl_socket, "api": s.api_socket, "ports": s.ports,
         })).collect::<Vec<_>>(),
         "cables": lab.cables.iter().map(|c| serde_json::json!({
@@ -910,6 +953,118 @@ async fn capture(
         {
             break;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn trace(
+    client: &mut Client,
+    target: &str,
+    action: TraceAction,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let (lab, node) = split_target(client, target).await?;
+    let node = pb::NodeRef { lab, node };
+    let state = match action {
+        TraceAction::On => client.trace_on(node).await,
+        TraceAction::Off => client.trace_off(node).await,
+        TraceAction::Stream => {
+            let mut stream = client
+                .trace(node)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            let mut dropped = 0;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            while let Some(batch) = stream
+                .message()
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            {
+                if batch.dropped > dropped && !json {
+                    writeln!(
+                        out,
+                        "... {} events dropped (reading too slowly)",
+                        batch.dropped - dropped
+                    )?;
+                }
+                dropped = dropped.max(batch.dropped);
+                for e in &batch.events {
+                    if json {
+                        let line = serde_json::json!({"time_us": e.time_us, "vm": e.vm,
+                            "pid": e.pid, "host_pid": e.host_pid, "command": e.command,
+                            "syscall": e.syscall, "args": e.args, "ret": e.ret,
+                            "error": e.error, "duration_ns": e.duration_ns,
+                            "no_return": e.no_return, "dropped": dropped});
+                        writeln!(out, "{line}")?;
+                    } else {
+                        writeln!(out, "{}", vm_monitor::cli::format_trace_event(e))?;
+                    }
+                }
+                // A closed pipe (`| head`) ends the stream quietly.
+                if out.flush().is_err() {
+                    break;
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+    .into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"on": state.on, "events": state.events, "dropped": state.dropped})
+        );
+    } else {
+        println!(
+            "tracing {} ({} syscalls traced, {} events dropped by slow clients)",
+            if state.on { "on" } else { "off" },
+            state.events,
+            state.dropped
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn clock(
+    client: &mut Client,
+    target: &str,
+    offset: Option<f64>,
+    rate: Option<f64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (lab, node) = split_target(client, target).await?;
+    let node = pb::NodeRef { lab, node };
+    let state = if offset.is_some() || rate.is_some() {
+        client
+            .set_clock(pb::SetClockRequest {
+                node: Some(node),
+                clock: Some(vm_pb::SetClockRequest {
+                    realtime_offset: offset,
+                    rate,
+                }),
+            })
+            .await
+    } else {
+        client.get_clock(node).await
+    }
+    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+    .into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"virtual": state.enabled, "realtime_offset": state.realtime_offset,
+                "rate": state.rate, "guest_realtime": state.guest_realtime})
+        );
+    } else if state.enabled {
+        println!(
+            "virtual clock: {:+.3} s from the host's, rate {} (guest time {:.3})",
+            state.realtime_offset, state.rate, state.guest_realtime
+        );
+    } else {
+        println!("no virtual clock: the node's clocks are the host's");
     }
     Ok(ExitCode::SUCCESS)
 }

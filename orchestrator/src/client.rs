@@ -250,14 +250,8 @@ pub async fn set_link_state(
 
 /// Deploys `file` as `lab`, printing progress lines on stderr.
 pub async fn deploy(client: &mut Client, file: &Path, lab: &str) -> anyhow::Result<()> {
-    let path = file
-        .canonicalize()
-        .with_context(|| format!("cannot open topology {}", file.display()))?;
     let mut stream = client
-        .deploy(pb::DeployRequest {
-            lab: lab.to_owned(),
-            topology_path: path.display().to_string(),
-        })
+        .deploy(deploy_request(file, lab)?)
         .await?
         .into_inner();
     while let Some(p) = stream.next().await {
@@ -267,6 +261,24 @@ pub async fn deploy(client: &mut Client, file: &Path, lab: &str) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// A deploy of the topology `file` as `lab` (empty: its stem): the
+/// topology checked here, and sent as text with every file it uses, so
+/// that it deploys the same on an orchestrator on another host.
+pub fn deploy_request(file: &Path, lab: &str) -> anyhow::Result<pb::DeployRequest> {
+    let (_, bundle) =
+        vbet_topology::bundle(file).map_err(|e| anyhow::anyhow!("{}", e.render(false)))?;
+    Ok(pb::DeployRequest {
+        lab: lab.to_owned(),
+        topology_path: String::new(),
+        topology: Some(pb::TopologyBundle {
+            name: bundle.name,
+            text: bundle.text,
+            files: bundle.files.into_iter().collect(),
+        }),
+        part: None,
+    })
 }
 
 /// Destroys `lab`, quietly.

@@ -42,12 +42,13 @@ impl tonic::service::Interceptor for TokenCheck {
 }
 
 /// Serves the orchestrator on `layout`'s socket (and, if asked, on TCP
-/// with TLS and a token) until `shutdown` completes; `ready` is called
-/// once it serves.
+/// with TLS and a token) until `shutdown` completes, driving `peers` for
+/// multi-host labs; `ready` is called once it serves.
 pub async fn run(
     layout: Layout,
     bin_dir: PathBuf,
     tcp: Option<TcpApi>,
+    peers: crate::peers::Peers,
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
@@ -70,7 +71,7 @@ pub async fn run(
     nix::sys::stat::umask(old);
     let listener = listener.with_context(|| format!("cannot listen on {}", socket.display()))?;
 
-    let orchestrator = Arc::new(Orchestrator::new(layout.clone(), bin_dir));
+    let orchestrator = Arc::new(Orchestrator::new(layout.clone(), bin_dir).with_peers(peers));
     tokio::spawn(orchestrator.clone().watch());
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -16,7 +16,7 @@ use vbet_proto::vbet::vm::v1 as vm_pb;
 use vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient;
 
 use crate::layout::{Layout, check_lab_name};
-use crate::plan::{CablePlan, Plan, PlanError, Readiness, SwitchPlan, VmPlan, plan};
+use crate::plan::{CablePlan, Plan, PlanError, Readiness, SwitchPlan, VmPlan, plan_part};
 use crate::process::{
     is_alive, is_ours, log_tail, spawn_detached, spawn_detached_with, terminate, wait_gone,
 };
@@ -90,6 +90,29 @@ pub enum LabError {
     },
 }
 
+mod multihost;
+
+pub use multihost::HostPart;
+use multihost::part_placement;
+
+/// Where a node runs.
+#[derive(Debug, Clone)]
+pub enum Located {
+    /// Here: its monitor's API socket.
+    Here(PathBuf),
+    /// On the peer of that name.
+    Peer(String),
+}
+
+/// Where a topology to deploy comes from.
+#[derive(Debug, Clone)]
+pub enum TopologySource {
+    /// A file on this host.
+    Path(PathBuf),
+    /// Text sent with the files it uses.
+    Bundle(vbet_topology::Bundle),
+}
+
 /// Progress reports of a deploy or destroy.
 pub type ProgressTx = mpsc::Sender<pb::Progress>;
 
@@ -103,6 +126,8 @@ pub struct Orchestrator {
     /// Leases on the store images the VMs of each lab run on, so that
     /// `rootfs-tool rm` refuses to remove an image in use.
     leases: std::sync::Mutex<BTreeMap<String, Vec<rootfs_tool::store::ImageLease>>>,
+    /// Other hosts' orchestrators, for multi-host labs.
+    peers: crate::peers::Peers,
 }
 
 /// Takes a lease on every store image `images` names (node, image) for
@@ -186,7 +211,19 @@ impl Orchestrator {
             labs: Mutex::new(labs),
             events: tokio::sync::broadcast::channel(1024).0,
             leases: std::sync::Mutex::new(leases),
+            peers: crate::peers::Peers::default(),
         }
+    }
+
+    /// The same orchestrator, driving `peers` for multi-host labs.
+    pub fn with_peers(mut self, peers: crate::peers::Peers) -> Orchestrator {
+        self.peers = peers;
+        self
+    }
+
+    /// The peers.
+    pub fn peers(&self) -> &crate::peers::Peers {
+        &self.peers
     }
 
     /// Watches every running lab's components until the process ends: a
@@ -314,6 +351,30 @@ impl Orchestrator {
             .cloned()
             .collect();
         for record in records {
+            // The parts on other hosts: their orchestrators' events.
+            if record.placement.part_of.is_none() {
+                for host in record.placement.peers.clone() {
+                    let (tx, peers, lab) = (tx.clone(), self.peers.clone(), record.name.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut client) = peers.connect(&host).await else {
+                            return;
+                        };
+                        let Ok(stream) = client.events(pb::EventsRequest { lab }).await else {
+                            return;
+                        };
+                        let mut stream = stream.into_inner();
+                        while let Ok(Some(mut event)) = stream.message().await {
+                            // Its "lab" events are about its part only.
+                            if event.component.is_empty() {
+                                event.component = format!("host {host}");
+                            }
+                            if tx.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
             for vm in record.vms {
                 let tx = tx.clone();
                 let lab = record.name.clone();
@@ -362,22 +423,55 @@ impl Orchestrator {
             .ok_or_else(|| LabError::NotFound(name.to_owned()))
     }
 
-    /// Validates, plans and brings up the topology at `path` as lab
-    /// `name` (default: the file's stem), reporting progress. On failure
-    /// everything started is removed again.
+    /// Validates, plans and brings up a topology as lab `name` (default:
+    /// the file's stem), reporting progress. On failure everything started
+    /// is removed again.
     pub async fn deploy(
         &self,
         name: Option<&str>,
-        path: &Path,
+        source: &TopologySource,
         progress: &ProgressTx,
     ) -> Result<LabRecord, LabError> {
-        let topo = vbet_topology::load(path).map_err(|e| LabError::Invalid(e.render(false)))?;
+        self.deploy_part(name, source, None, progress).await
+    }
+
+    /// Like [`Orchestrator::deploy`]; with `part`, only the part of a
+    /// multi-host lab placed on this host (another orchestrator drives
+    /// the lab). Without it, devices placed on peers are deployed there
+    /// through their API, and cables between hosts become VXLAN pairs.
+    pub async fn deploy_part(
+        &self,
+        name: Option<&str>,
+        source: &TopologySource,
+        part: Option<HostPart>,
+        progress: &ProgressTx,
+    ) -> Result<LabRecord, LabError> {
+        let (topo, path) = match source {
+            TopologySource::Path(path) => (vbet_topology::load(path), path.clone()),
+            TopologySource::Bundle(b) => (vbet_topology::load_bundle(b), PathBuf::from(&b.name)),
+        };
+        let topo = topo.map_err(|e| LabError::Invalid(e.render(false)))?;
+        let path = path.as_path();
         let name = match name {
             Some(n) if !n.is_empty() => n.to_owned(),
             _ => default_lab_name(path),
         };
         check_lab_name(&name).map_err(LabError::BadName)?;
-        let plan = plan(&topo, &name, &self.layout)?;
+        let (here, placement) = match &part {
+            Some(part) => part_placement(&topo, part),
+            None => self.placement(&topo, &name).await?,
+        };
+        let plan = plan_part(&topo, &name, &self.layout, &here)?;
+        // What the peers are sent: the topology as it came, with its files.
+        let bundle = match (source, placement.peers.is_empty()) {
+            (_, true) => None,
+            (TopologySource::Bundle(b), false) => Some(b.clone()),
+            (TopologySource::Path(p), false) => Some(
+                vbet_topology::bundle(p)
+                    .map_err(|e| LabError::Invalid(e.render(false)))?
+                    .1,
+            ),
+        };
         let mut record = {
             let mut labs = self.labs.lock().await;
             if labs.contains_key(&name) || self.layout.lab_dir(&name).exists() {
@@ -411,17 +505,36 @@ impl Orchestrator {
             let record = LabRecord {
                 name: name.clone(),
                 state: LabState::Deploying,
-                topology_path: path.canonicalize().unwrap_or_else(|_| path.to_owned()),
+                topology_path: match source {
+                    TopologySource::Path(_) => {
+                        path.canonicalize().unwrap_or_else(|_| path.to_owned())
+                    }
+                    TopologySource::Bundle(_) => path.to_owned(),
+                },
                 created_unix: now_unix(),
                 switches: Vec::new(),
                 vms: Vec::new(),
                 cables: plan.cables.iter().map(cable_record).collect(),
                 neighbours: crate::hostnet::need(&topo),
+                placement: placement.clone(),
             };
             labs.insert(name.clone(), record.clone());
             record
         };
-        match self.bring_up(&plan, &mut record, progress).await {
+        let mut deployed = Vec::new();
+        let peers = async {
+            match &bundle {
+                Some(bundle) => {
+                    self.deploy_peers(&name, bundle, &here, &placement, &mut deployed, progress)
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        // This host's part and the peers' at once.
+        let (there, here_result) = tokio::join!(peers, self.bring_up(&plan, &mut record, progress));
+        let result = there.and(here_result);
+        match result {
             Ok(()) => {
                 record.state = LabState::Running;
                 self.store(&record).await;
@@ -447,6 +560,11 @@ impl Orchestrator {
                 .await;
                 self.emit(&name, "", "lab", &format!("failed and rolled back: {e}"));
                 let _ = self.tear_down(&record, progress).await;
+                // Only the parts this deploy made (a peer may hold a lab of
+                // the same name of its own).
+                let mut made = record.clone();
+                made.placement.peers = deployed;
+                let _ = self.destroy_peers(&made, progress).await;
                 self.leases.lock().expect("leases poisoned").remove(&name);
                 self.labs.lock().await.remove(&name);
                 let _ = crate::hostnet::release(
@@ -578,6 +696,9 @@ impl Orchestrator {
         for uplink in &s.uplinks {
             args.extend(["--uplink".to_owned(), uplink.display().to_string()]);
         }
+        for trunk in &s.vxlan {
+            args.extend(["--vxlan".to_owned(), trunk.clone()]);
+        }
         let pid = spawn_detached(&self.binary(s.binary()), &args, &log)
             .map_err(|e| (None, fail(format!("cannot start {}: {e}", s.binary()))))?;
         let rec = SwitchRecord {
@@ -697,10 +818,11 @@ impl Orchestrator {
                 if ready {
                     break;
                 }
-                // Now and then (or always, without a notify socket) ask the
-                // monitor itself.
+                // Without a notify socket, ask the monitor itself; with one,
+                // only as a rare safety net (every 2 s): a thousand VMs
+                // booting at once must not each take API calls meanwhile.
                 polls += 1;
-                if (notify.is_none() || polls % 5 == 0)
+                if (notify.is_none() || polls % 20 == 0)
                     && let Ok(status) = vm_status(&v.api).await
                     && status.state == vm_pb::VmState::Running as i32
                 {
@@ -740,7 +862,22 @@ impl Orchestrator {
         let mut record = self.lab(name).await?;
         record.state = LabState::Destroying;
         self.store(&record).await;
-        let result = self.tear_down(&record, progress).await;
+        let here = self.tear_down(&record, progress).await;
+        let there = self.destroy_peers(&record, progress).await;
+        let result = match (here, there) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(LabError::Teardown { problems, .. }), Ok(())) | (Ok(()), Err(problems)) => {
+                Err(LabError::Teardown {
+                    lab: name.to_owned(),
+                    problems,
+                })
+            }
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(problems)) => Err(LabError::Teardown {
+                lab: name.to_owned(),
+                problems: format!("{e}; {problems}"),
+            }),
+        };
         self.leases.lock().expect("leases poisoned").remove(name);
         self.labs.lock().await.remove(name);
         if let Err(e) = crate::hostnet::release(
@@ -837,9 +974,50 @@ impl Orchestrator {
                 ctl_socket: s.dir.join("ctl").display().to_string(),
                 api_socket: s.dir.join("api").display().to_string(),
                 ports: info.map_or(0, |i| i.ports),
+                host: String::new(),
             }
         }))
         .await;
+        let (mut nodes, mut switches) = (nodes, switches);
+        if record.placement.part_of.is_none() {
+            for host in &record.placement.peers {
+                let remote = match self.peers.connect(host).await {
+                    Ok(mut client) => client
+                        .inspect_lab(pb::InspectLabRequest {
+                            lab: name.to_owned(),
+                        })
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .ok(),
+                    Err(_) => None,
+                };
+                match remote {
+                    Some(lab) => {
+                        nodes.extend(lab.nodes.into_iter().map(|n| pb::Node {
+                            host: host.clone(),
+                            ..n
+                        }));
+                        switches.extend(lab.switches.into_iter().map(|s| pb::SwitchInfo {
+                            host: host.clone(),
+                            ..s
+                        }));
+                    }
+                    None => nodes.extend(
+                        record
+                            .placement
+                            .nodes
+                            .iter()
+                            .filter(|(_, h)| *h == host)
+                            .map(|(node, _)| pb::Node {
+                                name: node.clone(),
+                                host: host.clone(),
+                                state: "unreachable".to_owned(),
+                                ..pb::Node::default()
+                            }),
+                    ),
+                }
+            }
+        }
         Ok(pb::Lab {
             summary: Some(summary(&record)),
             nodes,
@@ -864,6 +1042,10 @@ impl Orchestrator {
         })?;
         self.apply_to_cable(&mut record, index, state, impairment)
             .await?;
+        if record.placement.part_of.is_none() {
+            self.set_link_on_peers(&record, index, state, impairment)
+                .await?;
+        }
         let message = cable_message(&record.cables[index]);
         if let Some(state) = state {
             let word = match state {
@@ -909,13 +1091,20 @@ impl Orchestrator {
                     .map(|v| (v, nic))
             })
             .collect();
-        if ends.is_empty() {
+        // VM ends on other hosts (their orchestrators set those).
+        let remote_vms = [&cable.a, &cable.b]
+            .into_iter()
+            .filter(|end| {
+                split_end(end).is_some_and(|(d, _)| record.placement.nodes.contains_key(d))
+            })
+            .count();
+        if ends.is_empty() && remote_vms == 0 {
             self.apply_to_trunk(record, &cable, state, impairment)
                 .await?;
         }
         // A cable between two VMs is impaired once per direction, at each
         // sender; a cable to a switch at the VM end, both ways.
-        let both_ways = ends.len() == 1;
+        let both_ways = ends.len() + remote_vms == 1;
         for (vm, nic) in &ends {
             let request = vm_pb::SetLinkRequest {
                 nic: nic - 1,
@@ -969,12 +1158,40 @@ impl Orchestrator {
         };
         let (a, b) = (device(&cable.a), device(&cable.b));
         let find = |name: &str| record.switches.iter().find(|s| s.name == name);
-        let (Some(sa), Some(sb)) = (find(&a), find(&b)) else {
-            return Ok(());
-        };
         let fail = |reason: String| LabError::Component {
             component: format!("cable {}", cable.label),
             reason,
+        };
+        let (Some(sa), Some(sb)) = (find(&a), find(&b)) else {
+            // A trunk between two hosts is set, both ways, at the VXLAN
+            // port of end a's switch.
+            if let (Some(sa), Some((vni, _, far))) =
+                (find(&a), record.placement.vxlan.get(&cable.label))
+            {
+                let wanted = format!("vxlan to {far} vni {vni}");
+                let api = sa.dir.join("api");
+                let ports = switch_ports(&api)
+                    .await
+                    .map_err(|e| fail(e.message().to_owned()))?;
+                let port = ports
+                    .iter()
+                    .find(|p| p.description == wanted)
+                    .ok_or_else(|| fail(format!("switch {a} has no port {wanted:?}")))?;
+                let channel = vbet_proto::connect_unix(&api)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                SwitchClient::new(channel)
+                    .set_port(sw_pb::SetPortRequest {
+                        id: port.id,
+                        state: state.map(|s| s as i32),
+                        ingress: impairment,
+                        egress: impairment,
+                        vlan: None,
+                    })
+                    .await
+                    .map_err(|e| fail(e.message().to_owned()))?;
+            }
+            return Ok(());
         };
         for (from, to) in [(sa, sb), (sb, sa)] {
             let wanted = format!("uplink to {}", to.dir.join("ctl").display());
@@ -1001,6 +1218,28 @@ impl Orchestrator {
             return Ok(());
         }
         Err(fail("no uplink port found for it".into()))
+    }
+
+    /// Where node `node` of lab `lab` runs: here (its monitor's API
+    /// socket), or on a peer that this orchestrator drives.
+    pub async fn locate(&self, lab: &str, node: &str) -> Result<Located, LabError> {
+        let record = self.lab(lab).await?;
+        if let Some(vm) = record.vms.iter().find(|v| v.name == node) {
+            return Ok(Located::Here(vm.api.clone()));
+        }
+        match record.placement.nodes.get(node) {
+            Some(host) if record.placement.part_of.is_none() => Ok(Located::Peer(host.clone())),
+            Some(host) => Err(LabError::Target {
+                lab: lab.to_owned(),
+                reason: format!(
+                    "node {node} runs on host {host}; ask the orchestrator that drives the lab"
+                ),
+            }),
+            None => Err(LabError::Target {
+                lab: lab.to_owned(),
+                reason: format!("no node named {node}"),
+            }),
+        }
     }
 
     /// The API socket of node `node` of lab `lab`, and the NIC a target
@@ -1187,11 +1426,19 @@ pub fn resolve_cable(record: &LabRecord, target: &str) -> Result<usize, String> 
 }
 
 fn summary(record: &LabRecord) -> pb::LabSummary {
+    // The driving orchestrator counts every host's devices; a part, its own.
+    let (remote_nodes, remote_switches) = match record.placement.part_of {
+        None => (
+            record.placement.nodes.len(),
+            record.placement.switches.len(),
+        ),
+        Some(_) => (0, 0),
+    };
     pb::LabSummary {
         name: record.name.clone(),
         state: record.state.name().to_owned(),
-        nodes: record.vms.len() as u32,
-        switches: record.switches.len() as u32,
+        nodes: (record.vms.len() + remote_nodes) as u32,
+        switches: (record.switches.len() + remote_switches) as u32,
         cables: record.cables.len() as u32,
         topology_path: record.topology_path.display().to_string(),
         created_unix: record.created_unix,
@@ -1256,6 +1503,7 @@ fn node_info(record: &LabRecord, vm: &VmRecord, status: Option<&vm_pb::VmStatus>
         api_socket: vm.api.display().to_string(),
         nics,
         uptime_ms: status.map_or(0, |s| s.uptime_ms),
+        host: String::new(),
     }
 }
 
@@ -1400,6 +1648,7 @@ mod tests {
                 cable("uplink", "r2:2", "r3:1"),
             ],
             neighbours: 0,
+            placement: crate::state::Placement::default(),
         }
     }
 

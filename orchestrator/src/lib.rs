@@ -18,6 +18,7 @@ pub mod graph;
 pub mod hostnet;
 pub mod lab;
 pub mod layout;
+pub mod peers;
 pub mod plan;
 pub mod process;
 pub mod shell;

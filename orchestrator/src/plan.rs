@@ -1,6 +1,8 @@
 //! Turning a validated topology into a plan: which switch and hub daemons
 //! to start, the spec of every VM monitor, and how every cable is wired.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use vbet_proto::vbet::port::v1 as port_pb;
@@ -29,6 +31,9 @@ pub struct SwitchPlan {
     /// Control sockets of the switches it plugs into (switch-to-switch
     /// cables; the later switch of each pair plugs into the earlier).
     pub uplinks: Vec<PathBuf>,
+    /// Trunks to switches on other hosts, as `switchd --vxlan`
+    /// arguments ("LOCAL,REMOTE,VNI").
+    pub vxlan: Vec<String>,
 }
 
 impl SwitchPlan {
@@ -111,6 +116,49 @@ pub struct Plan {
     pub cables: Vec<CablePlan>,
 }
 
+/// The two UDP ends and the VNI of a cable between two hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanCable {
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The UDP address of the cable's end `a` (on a's host).
+    pub a: SocketAddr,
+    /// The UDP address of end `b`.
+    pub b: SocketAddr,
+}
+
+/// Which devices of a topology a plan covers: a whole single-host lab, or
+/// the part of a multi-host lab placed on one host.
+#[derive(Debug, Clone, Default)]
+pub struct Part {
+    /// The `host` attributes of the devices planned here; `None` stands for
+    /// devices without one. Empty: every device (a single-host lab).
+    pub hosts: Vec<Option<String>>,
+    /// Cables between hosts, by label.
+    pub vxlan: BTreeMap<String, VxlanCable>,
+}
+
+impl Part {
+    /// Every device, on this host.
+    pub fn whole() -> Part {
+        Part::default()
+    }
+
+    /// Whether a device placed at `host` is planned here.
+    pub fn here(&self, host: Option<&str>) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h.as_deref() == host)
+    }
+}
+
+/// The `host` attribute of a node or switch named `device`.
+pub fn placement<'t>(topo: &'t Topology, device: &str) -> Option<&'t str> {
+    topo.nodes
+        .iter()
+        .find(|n| n.name == device)
+        .and_then(|n| n.host.as_deref())
+        .or_else(|| topo.switch(device).and_then(|s| s.host.as_deref()))
+}
+
 /// Why a topology cannot be deployed as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -158,6 +206,17 @@ pub enum PlanError {
 
 /// Plans lab `lab` from `topo` (already validated by the topology crate).
 pub fn plan(topo: &Topology, lab: &str, layout: &Layout) -> Result<Plan, PlanError> {
+    plan_part(topo, lab, layout, &Part::whole())
+}
+
+/// Plans the part `part` of lab `lab`: the switches and VMs placed here,
+/// with cables to other hosts as VXLAN ends; cables are all the lab's.
+pub fn plan_part(
+    topo: &Topology,
+    lab: &str,
+    layout: &Layout,
+    part: &Part,
+) -> Result<Plan, PlanError> {
     let mut switches: Vec<SwitchPlan> = topo
         .switches
         .iter()
@@ -167,6 +226,7 @@ pub fn plan(topo: &Topology, lab: &str, layout: &Layout) -> Result<Plan, PlanErr
             dir: layout.switch_dir(lab, &s.name),
             max_ports: s.max_ports,
             uplinks: Vec::new(),
+            vxlan: Vec::new(),
         })
         .collect();
     // Switch-to-switch cables: the later switch plugs into the earlier;
@@ -189,14 +249,50 @@ pub fn plan(topo: &Topology, lab: &str, layout: &Layout) -> Result<Plan, PlanErr
             return Err(PlanError::SwitchLoop(cable.label()));
         }
         group[ra] = rb;
+        if let Some(v) = part.vxlan.get(&cable.label()) {
+            // On two hosts: each side's switch gets a VXLAN trunk.
+            for (here, mine, theirs) in [(a, v.a, v.b), (b, v.b, v.a)] {
+                switches[here]
+                    .vxlan
+                    .push(format!("{},{theirs},{}", bind_address(mine), v.vni));
+            }
+            continue;
+        }
         let (first, later) = (a.min(b), a.max(b));
         let ctl = switches[first].ctl();
         switches[later].uplinks.push(ctl);
     }
+    // A node's cable to a switch on another host: a VXLAN port on the
+    // switch (the node's NIC is the other end).
+    for cable in &topo.cables {
+        let Some(v) = part.vxlan.get(&cable.label()) else {
+            continue;
+        };
+        match (index(&cable.a.device), index(&cable.b.device)) {
+            (Some(a), None) => {
+                switches[a]
+                    .vxlan
+                    .push(format!("{},{},{}", bind_address(v.a), v.b, v.vni))
+            }
+            (None, Some(b)) => {
+                switches[b]
+                    .vxlan
+                    .push(format!("{},{},{}", bind_address(v.b), v.a, v.vni))
+            }
+            _ => {}
+        }
+    }
+    let switches = switches
+        .into_iter()
+        .zip(&topo.switches)
+        .filter(|(_, s)| part.here(s.host.as_deref()))
+        .map(|(plan, _)| plan)
+        .collect();
     let vms = topo
         .nodes
         .iter()
-        .map(|node| plan_vm(topo, node, lab, layout))
+        .filter(|node| part.here(node.host.as_deref()))
+        .map(|node| plan_vm(topo, node, lab, layout, part))
         .collect::<Result<Vec<_>, _>>()?;
     let cables = topo.cables.iter().map(plan_cable).collect();
     Ok(Plan {
@@ -207,7 +303,24 @@ pub fn plan(topo: &Topology, lab: &str, layout: &Layout) -> Result<Plan, PlanErr
     })
 }
 
-fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<VmPlan, PlanError> {
+/// Where a VXLAN end listening at `advertised` binds: every address, at
+/// its port (the advertised address may be one the host does not hold,
+/// behind NAT).
+fn bind_address(advertised: SocketAddr) -> SocketAddr {
+    let any: std::net::IpAddr = match advertised {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    SocketAddr::new(any, advertised.port())
+}
+
+fn plan_vm(
+    topo: &Topology,
+    node: &Node,
+    lab: &str,
+    layout: &Layout,
+    part: &Part,
+) -> Result<VmPlan, PlanError> {
     let mut spec = VmSpec::named(&node.name);
     spec.lab = lab.to_owned();
     spec.run_dir = Some(layout.lab_dir(lab));
@@ -218,6 +331,12 @@ fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<V
         pids: None,
     };
     spec.faults = node.faults;
+    if let Some(clock) = node.clock {
+        // The virtual clock, settable at run time (`vbet clock`).
+        spec.clock.realtime = clock.offset;
+        spec.clock.rate = clock.rate;
+        spec.clock.settable = true;
+    }
     spec.restart = match node.restart {
         None | Some(model::Restart::No) => RestartPolicy::Never,
         Some(model::Restart::OnFailure) => RestartPolicy::OnFailure,
@@ -251,7 +370,7 @@ fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<V
                 index: i as u32,
                 mac: nic.mac.map(|m| m.to_string()),
                 addresses: nic.addrs.iter().map(ToString::to_string).collect(),
-                wiring: wiring(topo, node, number, lab, layout),
+                wiring: wiring(topo, node, number, lab, layout, part),
             }
         })
         .collect();
@@ -269,11 +388,19 @@ fn plan_vm(topo: &Topology, node: &Node, lab: &str, layout: &Layout) -> Result<V
             nic: r.nic.map(|n| n.saturating_sub(1)),
         }))
         .collect();
-    // Kernel parameters first (they are per network namespace, so the
-    // VM's own), then the services in order.
-    spec.commands = node
+    // Network kernel parameters are the monitor's to set, before the NICs
+    // come up; others (rare: they are mostly the host's) run as commands
+    // first, then the services in order.
+    let (net, other): (Vec<_>, Vec<_>) = node
         .sysctls
         .iter()
+        .partition(|(key, _)| key.starts_with("net."));
+    spec.sysctls = net
+        .into_iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    spec.commands = other
+        .into_iter()
         .map(|(key, value)| format!("sysctl -qw {key}={value}"))
         .chain(node.services.iter().map(|s| match &layout.tools {
             // vBET's own programs (chord-peer, …) are on every service's PATH.
@@ -335,11 +462,10 @@ fn file_spec(topo: &Topology, node: &Node, f: &model::FileSpec) -> Result<FileSp
     let content = match (&f.content, &f.source) {
         (Some(content), _) => content.clone(),
         (None, Some(source)) => {
-            let path = vbet_topology::source_path(topo, source);
-            std::fs::read_to_string(&path).map_err(|e| PlanError::FileSource {
+            vbet_topology::read_source(topo, source).map_err(|e| PlanError::FileSource {
                 node: node.name.clone(),
                 guest_path: f.path.clone(),
-                source_path: path,
+                source_path: vbet_topology::source_path(topo, source),
                 source: e,
             })?
         }
@@ -363,15 +489,27 @@ fn file_spec(topo: &Topology, node: &Node, f: &model::FileSpec) -> Result<FileSp
 }
 
 /// What NIC `number` (from 1) of `node` plugs into.
-fn wiring(topo: &Topology, node: &Node, number: u32, lab: &str, layout: &Layout) -> Wiring {
+fn wiring(
+    topo: &Topology,
+    node: &Node,
+    number: u32,
+    lab: &str,
+    layout: &Layout,
+    part: &Part,
+) -> Wiring {
     let Some(cable) = topo.cable_at(&node.name, number) else {
         return Wiring::None;
     };
-    let far = if cable.a.device == node.name && cable.a.nic == number {
-        &cable.b
-    } else {
-        &cable.a
-    };
+    let is_a = cable.a.device == node.name && cable.a.nic == number;
+    let far = if is_a { &cable.b } else { &cable.a };
+    if let Some(v) = part.vxlan.get(&cable.label()) {
+        let (mine, theirs) = if is_a { (v.a, v.b) } else { (v.b, v.a) };
+        return Wiring::Vxlan {
+            local: bind_address(mine),
+            remote: theirs,
+            vni: v.vni,
+        };
+    }
     if topo.switch(&far.device).is_some() {
         Wiring::Switch {
             ctl: layout.switch_dir(lab, &far.device).join("ctl"),
@@ -455,11 +593,69 @@ mod tests {
         );
         let r2 = &plan.vms.iter().find(|v| v.spec.name == "r2").unwrap().spec;
         assert_eq!(r2.nics[1].wiring, Wiring::None);
-        assert!(
-            r1.commands
-                .iter()
-                .any(|c| c == "sysctl -qw net.ipv4.ip_forward=1")
+        assert_eq!(
+            r1.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
         );
+        assert!(!r1.commands.iter().any(|c| c.contains("sysctl")));
+    }
+
+    #[test]
+    fn a_part_plans_its_own_devices_and_vxlan_ends() {
+        let topo = load(
+            "sw = alloc(switch, host = \"b\")\n\
+             x = alloc(host, nics = 2)\n\
+             y = alloc(host, nics = 1, host = \"b\")\n\
+             link(sw, x, y)\n\
+             link(NIC(x,2), alloc(host, nics = 1, host = \"b\"))\n",
+        );
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut vxlan = BTreeMap::new();
+        let labels: Vec<String> = topo.cables.iter().map(Cable::label).collect();
+        // sw--x and x--(third node) cross hosts; sw--y does not.
+        let cross: Vec<&String> = labels.iter().filter(|l| l.contains("NIC(x,")).collect();
+        assert_eq!(cross.len(), 2, "{labels:?}");
+        for (i, label) in cross.iter().enumerate() {
+            vxlan.insert(
+                (*label).clone(),
+                VxlanCable {
+                    vni: 10 + i as u32,
+                    a: addr(&format!("10.0.0.1:{}", 5000 + 2 * i)),
+                    b: addr(&format!("10.0.0.2:{}", 5001 + 2 * i)),
+                },
+            );
+        }
+        let here = Part {
+            hosts: vec![None],
+            vxlan: vxlan.clone(),
+        };
+        let plan = plan_part(&topo, "l", &Layout::default(), &here).unwrap();
+        assert!(plan.switches.is_empty());
+        let names: Vec<&str> = plan.vms.iter().map(|v| v.spec.name.as_str()).collect();
+        assert_eq!(names, ["x"]);
+        assert!(matches!(
+            plan.vms[0].spec.nics[0].wiring,
+            Wiring::Vxlan { vni: 10 | 11, .. }
+        ));
+        assert!(matches!(
+            plan.vms[0].spec.nics[1].wiring,
+            Wiring::Vxlan { .. }
+        ));
+        assert_eq!(plan.cables.len(), 3);
+
+        let there = Part {
+            hosts: vec![Some("b".into())],
+            vxlan,
+        };
+        let plan = plan_part(&topo, "l", &Layout::default(), &there).unwrap();
+        assert_eq!(plan.switches.len(), 1);
+        assert_eq!(plan.switches[0].vxlan.len(), 1);
+        assert!(
+            plan.switches[0].vxlan[0].starts_with("0.0.0.0:"),
+            "{:?}",
+            plan.switches[0].vxlan
+        );
+        assert_eq!(plan.vms.len(), 2);
     }
 
     #[test]

@@ -44,7 +44,22 @@ pub fn spawn_detached_with(
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
+    await_command_line(pid);
     Ok(pid)
+}
+
+/// Waits (briefly) until `pid`'s command line is its new program's.
+/// `spawn` returns once `execve` has passed its point of no return, but
+/// the kernel sets the new command line a moment later: until then
+/// `/proc/PID/cmdline` is empty and [`is_ours`] would say no — and a
+/// rollback right after a spawn would leave that process behind.
+fn await_command_line(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Whether `pid` is a process that has not exited (or is a zombie). Only

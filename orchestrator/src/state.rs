@@ -118,6 +118,48 @@ pub struct LabRecord {
     /// Host neighbour-table entries the lab may need (see `hostnet`).
     #[serde(default)]
     pub neighbours: u64,
+    /// Multi-host labs: where the devices that are not on this host run.
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+}
+
+/// Where the devices of a multi-host lab that are not here run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Placement {
+    /// This record is the part of a lab driven by another orchestrator
+    /// (its name); such a part never drives other hosts itself.
+    #[serde(default)]
+    pub part_of: Option<String>,
+    /// The hosts holding the other parts, for the driving orchestrator.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Nodes on other hosts: node → host.
+    #[serde(default)]
+    pub nodes: std::collections::BTreeMap<String, String>,
+    /// Switches and hubs on other hosts: name → host.
+    #[serde(default)]
+    pub switches: std::collections::BTreeMap<String, String>,
+    /// Cables between hosts: label → (VNI, UDP end a, UDP end b).
+    #[serde(default)]
+    pub vxlan: std::collections::BTreeMap<String, (u32, String, String)>,
+}
+
+impl Placement {
+    /// A single-host lab.
+    pub fn is_empty(&self) -> bool {
+        self.part_of.is_none()
+            && self.peers.is_empty()
+            && self.nodes.is_empty()
+            && self.switches.is_empty()
+    }
+
+    /// The host of a device that is not here.
+    pub fn host_of(&self, device: &str) -> Option<&str> {
+        self.nodes
+            .get(device)
+            .or_else(|| self.switches.get(device))
+            .map(String::as_str)
+    }
 }
 
 impl LabRecord {

@@ -11,8 +11,11 @@ use std::time::{Duration, SystemTime};
 use crate::protocol::{DataMode, FAST_MARKER, RawSockAddr, Request, SOCKADDR_LEN};
 use crate::socket::{DATA_BUFFER_BYTES, size_buffers};
 
-/// How long the switch may take to answer.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the switch may take to answer. Generous: a dead switch refuses
+/// the connection at once, but a live one on a host booting a thousand VMs
+/// on two cores can wait seconds for its turn on a CPU (5 s was too short
+/// for 1000 VMs on one switch).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why plugging into a switch failed.
 #[derive(Debug, thiserror::Error)]

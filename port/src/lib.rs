@@ -24,3 +24,4 @@ pub mod socket;
 mod sys;
 pub mod vlan;
 pub mod vnet;
+pub mod vxlan;

@@ -107,3 +107,19 @@ pub fn register_readable(
 ) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
     crate::sys::register(fd, tokio::io::Interest::READABLE)
 }
+
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the new soft limit.
+///
+/// A switch holds two descriptors per port (control stream and data
+/// socket) and an orchestrator a few per VM: the usual soft limit of 1024
+/// (systemd's default) would stop a switch near 500 ports. Children
+/// inherit the raised limit.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}

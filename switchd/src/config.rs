@@ -49,6 +49,11 @@ pub struct Args {
     /// other switch restarts.
     #[arg(long, value_name = "CTL")]
     pub uplink: Vec<PathBuf>,
+    /// A trunk to another host over VXLAN (RFC 7348):
+    /// LOCAL_ADDR:PORT,REMOTE_ADDR:PORT,VNI becomes a port that sends
+    /// every frame to the remote end. Repeatable.
+    #[arg(long, value_name = "LOCAL,REMOTE,VNI")]
+    pub vxlan: Vec<vbet_port::vxlan::Endpoint>,
     /// TOML configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -92,6 +97,9 @@ pub struct Config {
     /// Other switches this one plugs into.
     #[serde(default)]
     pub uplinks: Vec<PathBuf>,
+    /// VXLAN trunks, each "LOCAL,REMOTE,VNI".
+    #[serde(default)]
+    pub vxlan: Vec<String>,
 }
 
 /// A configuration that cannot be used.
@@ -109,6 +117,9 @@ pub enum ConfigError {
     /// A limit of zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// A VXLAN trunk that does not parse.
+    #[error("bad VXLAN trunk")]
+    Vxlan(#[from] vbet_port::vxlan::VxlanError),
 }
 
 impl Config {
@@ -153,6 +164,10 @@ impl Config {
         }
         let mut config: Config = merged.try_deserialize()?;
         config.uplinks.extend(args.uplink.iter().cloned());
+        config
+            .vxlan
+            .extend(args.vxlan.iter().map(ToString::to_string));
+        config.vxlan_trunks()?;
         config.socket_mode()?;
         if config.max_ports == 0 {
             return Err(ConfigError::Zero("max_ports"));
@@ -161,6 +176,15 @@ impl Config {
             return Err(ConfigError::Zero("mac_capacity"));
         }
         Ok(config)
+    }
+
+    /// The VXLAN trunks.
+    pub fn vxlan_trunks(&self) -> Result<Vec<vbet_port::vxlan::Endpoint>, ConfigError> {
+        Ok(self
+            .vxlan
+            .iter()
+            .map(|v| v.parse())
+            .collect::<Result<_, _>>()?)
     }
 
     /// The socket permissions as mode bits.
@@ -196,6 +220,25 @@ mod tests {
         assert_eq!(config.mac_aging, 30);
         assert_eq!(config.max_frame, 1526);
         assert_eq!(config.socket_mode().unwrap(), 0o600);
+        assert!(config.vxlan_trunks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn vxlan_trunks_repeat_and_are_checked() {
+        let args = Args::parse_from([
+            "switchd",
+            "--dir",
+            "/run/x",
+            "--vxlan",
+            "127.0.0.1:4790,127.0.0.1:4791,42",
+            "--vxlan",
+            "0.0.0.0:4792,192.0.2.1:4789,7",
+        ]);
+        let config = Config::load(&args, "SWITCHD_TEST_UNSET").unwrap();
+        let trunks = config.vxlan_trunks().unwrap();
+        assert_eq!(trunks.len(), 2);
+        assert_eq!(trunks[0].vni, 42);
+        assert!(Args::try_parse_from(["switchd", "--vxlan", "127.0.0.1:1,x,1"]).is_err());
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub enum DaemonError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A VXLAN trunk could not be set up.
+    #[error("cannot set up the VXLAN trunk {endpoint}")]
+    Vxlan {
+        /// The trunk.
+        endpoint: vbet_port::vxlan::Endpoint,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The reflection service could not be built.
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -69,6 +78,16 @@ pub async fn run(
         None => None,
     };
 
+    for endpoint in config.vxlan_trunks()? {
+        let vxlan = vbet_port::vxlan::VxlanSocket::bind(endpoint)
+            .await
+            .map_err(|source| DaemonError::Vxlan { endpoint, source })?;
+        let port = fabric.add_vxlan(vxlan).map_err(|e| DaemonError::Vxlan {
+            endpoint,
+            source: std::io::Error::other(e),
+        })?;
+        tracing::info!(port = port.id, %endpoint, "VXLAN trunk");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ports = tokio::spawn(accept_ports(fabric.clone(), ctl, stop_rx.clone()));
     let uplinks: Vec<_> = config

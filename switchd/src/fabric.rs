@@ -362,6 +362,65 @@ impl Fabric {
         Ok((port, ctl))
     }
 
+    /// Adds a trunk to another host over VXLAN: a port whose frames go to
+    /// the socket's remote end and come from it.
+    pub fn add_vxlan(
+        self: &Arc<Self>,
+        vxlan: vbet_port::vxlan::VxlanSocket,
+    ) -> Result<Arc<SwitchPort>, PortError> {
+        let id = self
+            .free_id(None)
+            .ok_or(PortError::Exhausted(self.config.max_ports))?;
+        let endpoint = vxlan.endpoint();
+        let vxlan = Arc::new(vxlan);
+        let counters: Arc<Counters> = Arc::default();
+        let inbound: Sink = {
+            let fabric = Arc::downgrade(self);
+            Arc::new(move |frame: &[u8]| {
+                if let Some(fabric) = Weak::upgrade(&fabric) {
+                    fabric.forward(id, frame);
+                }
+                Delivery::Sent
+            })
+        };
+        // A VXLAN trunk carries plain frames: a superframe leaves it
+        // segmented.
+        let outbound: Sink = {
+            let (vxlan, counters) = (vxlan.clone(), counters.clone());
+            Arc::new(move |packet: &[u8]| {
+                deliver_plain(packet, &counters, |frame| {
+                    let sent = vxlan.send(frame);
+                    if sent == Delivery::Sent {
+                        counters.tx(frame.len());
+                    }
+                    sent
+                })
+            })
+        };
+        let port = Arc::new(SwitchPort {
+            id,
+            peer: PeerCred::default(),
+            description: format!("vxlan to {} vni {}", endpoint.remote, endpoint.vni),
+            peer_addr: RawSockAddr::abstract_name(format!("vxlan:{}", endpoint.remote).as_bytes()),
+            mode: DataMode::Plain,
+            connected: Instant::now(),
+            link: PortLink::with_header(counters, inbound, outbound, vnet::HEADER_LEN),
+            vlan: RwLock::default(),
+            data_path: None,
+            tasks: Mutex::default(),
+        });
+        self.ports
+            .write()
+            .expect("ports poisoned")
+            .insert(id, port.clone());
+        let receive = tokio::spawn(receive_vxlan(Arc::downgrade(self), port.clone(), vxlan));
+        port.tasks
+            .lock()
+            .expect("tasks poisoned")
+            .push(receive.abort_handle());
+        Ok(port)
+    }
+
     /// Keeps port `id` as long as its control connection stays open.
     pub fn watch_control(self: &Arc<Self>, id: PortId, ctl: UnixStream) {
         let Some(port) = self.port(id) else { return };
@@ -497,12 +556,21 @@ impl Fabric {
 /// plain, else the ordinary frames it stands for (checksum completed, TCP
 /// segmented).
 fn send_plain(egress: &Egress, counters: &Counters, packet: &[u8]) -> Delivery {
+    deliver_plain(packet, counters, |frame| egress.send(frame))
+}
+
+/// Hands `send` the plain frames a packet stands for (see [`send_plain`]).
+fn deliver_plain(
+    packet: &[u8],
+    counters: &Counters,
+    mut send: impl FnMut(&[u8]) -> Delivery,
+) -> Delivery {
     match VnetHeader::parse(packet) {
-        Some(header) if header.is_plain() => egress.send(&packet[vnet::HEADER_LEN..]),
+        Some(header) if header.is_plain() => send(&packet[vnet::HEADER_LEN..]),
         _ => {
             let mut delivery = Delivery::Sent;
             let done = vnet::for_each_plain(packet, &mut Vec::new(), |frame| {
-                if egress.send(frame) != Delivery::Sent {
+                if send(frame) != Delivery::Sent {
                     delivery = Delivery::Busy;
                 }
             });
@@ -571,6 +639,52 @@ async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<D
             .capture
             .record(port.id, Direction::In, &buf[vnet::HEADER_LEN..len]);
         port.link.receive(&buf[..len]);
+    }
+}
+
+/// Moves the frames of a VXLAN trunk into the fabric, as
+/// [`receive_frames`] does for a datagram port.
+async fn receive_vxlan(
+    fabric: Weak<Fabric>,
+    port: Arc<SwitchPort>,
+    vxlan: Arc<vbet_port::vxlan::VxlanSocket>,
+) {
+    let mut buf = vec![0u8; 65536];
+    let mut packet = Vec::with_capacity(vnet::HEADER_LEN + 2048);
+    let counters = port.link.counters().clone();
+    let Some(max_frame) = fabric.upgrade().map(|f| f.config.max_frame) else {
+        return;
+    };
+    loop {
+        let frame = match vxlan.recv(&mut buf).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(port = port.id, error = %e, "VXLAN socket error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let frame = &buf[frame];
+        if frame.len() < HEADER_LEN || frame.len() > max_frame {
+            counters.rx(frame.len());
+            counters.dropped(if frame.len() < HEADER_LEN {
+                DropReason::Runt
+            } else {
+                DropReason::Oversize
+            });
+            continue;
+        }
+        let Some(fabric) = fabric.upgrade() else {
+            return;
+        };
+        fabric.capture.record(port.id, Direction::In, frame);
+        // Inside the fabric a frame travels behind a (plain) virtio-net
+        // header.
+        packet.clear();
+        packet.extend_from_slice(&VnetHeader::PLAIN.encode());
+        packet.extend_from_slice(frame);
+        port.link.receive(&packet);
     }
 }
 

@@ -37,6 +37,9 @@ pub fn main_for(mode: Forwarding) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.log_format);
+    if let Err(e) = vbet_port::socket::raise_open_file_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
     // One thread, as uml_switch and vde_switch: a frame is forwarded by
     // the thread that read it, with no hand-off between workers.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -146,6 +146,57 @@ impl Drop for LabHost {
     }
 }
 
+/// A self-signed certificate for `localhost` with its key, and a bearer
+/// token, written into `dir`: what an orchestrator on TCP needs.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate (PEM); also the CA clients check it against.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// A file holding the token.
+    pub token: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes them in `dir`.
+    pub fn new(dir: &Path) -> TlsFiles {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+        let files = TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            token: dir.join("token"),
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write certificate");
+        std::fs::write(&files.key, signing_key.serialize_pem()).expect("write key");
+        std::fs::write(&files.token, "a-token-for-the-test-hosts\n").expect("write token");
+        files
+    }
+
+    /// The orchestrator flags that serve on TCP at 127.0.0.1:`port`.
+    pub fn listen_flags(&self, port: u16) -> Vec<String> {
+        vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+            "--token-file".into(),
+            self.token.display().to_string(),
+        ]
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The `name` fields of a JSON array of objects (no JSON dependency: the
 /// shape is ours and simple).
 fn serde_json_names(bytes: &[u8]) -> Result<Vec<String>, ()> {

@@ -559,3 +559,72 @@ fn fault_rules_pass_through_vbet_to_the_node() {
     );
     host.vbet_ok(&["down", &lab]);
 }
+
+#[test]
+fn trace_and_clock_pass_through_vbet_to_the_node() {
+    if !require(&["date", "echo"]) {
+        return;
+    }
+    let host = LabHost::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("time.vbet");
+    std::fs::write(
+        &file,
+        "a = attach(alloc(host, clock_offset = 3600), alloc(NIC))\nb = attach(alloc(host), alloc(NIC))\n",
+    )
+    .unwrap();
+    let lab = unique_name("tc");
+    host.vbet_ok(&["up", file.to_str().unwrap(), "--name", &lab]);
+    let a = format!("{lab}/a");
+    let guest_ahead = || {
+        let guest: f64 = host
+            .vbet_ok(&["exec", &a, "--", "date", "+%s"])
+            .trim()
+            .parse()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        guest - now
+    };
+
+    // The topology's offset, seen by `date` and by `vbet clock`.
+    let ahead = guest_ahead();
+    assert!((ahead - 3600.0).abs() < 5.0, "guest is {ahead} s ahead");
+    let shown = host.vbet_ok(&["clock", &a, "--json"]);
+    assert!(shown.contains("\"virtual\":true"), "{shown}");
+    // Changed at run time.
+    host.vbet_ok(&["clock", &a, "--offset", "-120"]);
+    let ahead = guest_ahead();
+    assert!((ahead + 120.0).abs() < 5.0, "guest is {ahead} s ahead");
+    // A node without a virtual clock says how to get one.
+    let refused = host.vbet(&["clock", &format!("{lab}/b"), "--offset", "10"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("clock"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // Tracing: on, a streamed `write` by echo, off.
+    host.vbet_ok(&["trace", &a, "on"]);
+    let log = dir.path().join("trace.log");
+    let mut cmd = std::process::Command::new(vbet_tests::bin("vbet"));
+    cmd.env("VBET_RUN_ROOT", &host.run_root)
+        .args(["trace", &a, "stream"]);
+    let stream = vbet_tests::process::Spawned::start("vbet trace", cmd, &log);
+    let seen = wait_for("echo's write in the trace", Duration::from_secs(20), || {
+        host.vbet_ok(&["exec", &a, "--", "echo", "traced-by-vbet"]);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains(" echo write(") && l.contains("traced-by-vbet"))
+            .map(str::to_owned)
+    });
+    assert!(seen.contains("= 15"), "{seen}");
+    let off = host.vbet_ok(&["trace", &a, "off", "--json"]);
+    assert!(off.contains("\"on\":false"), "{off}");
+    drop(stream);
+    host.vbet_ok(&["down", &lab]);
+    host.assert_no_lab_processes();
+}

@@ -85,6 +85,59 @@ fn the_cli_works_over_tls_with_the_token_and_is_refused_without() {
         String::from_utf8_lossy(&ping.stderr)
     );
 
+    // Logs come through the API too.
+    let logs = remote(&token, &["logs", &node]);
+    assert!(
+        logs.status.success() && !logs.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
+    // A topology of several files, sent as text: it exists only here.
+    let topo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(topo.path().join("parts")).unwrap();
+    std::fs::write(
+        topo.path().join("two.vbet"),
+        "include \"parts/hosts.vbet\"\nlink(NIC(a,1), NIC(b,1))\n",
+    )
+    .unwrap();
+    std::fs::write(
+        topo.path().join("parts/hosts.vbet"),
+        "a = alloc(host, nics=1)\nb = alloc(host, nics=1)\n\
+         set(NIC(a,1), addr=\"10.61.0.1/24\")\nset(NIC(b,1), addr=\"10.61.0.2/24\")\n\
+         file(a, \"/etc/vbet-motd\", path=\"motd.txt\")\n",
+    )
+    .unwrap();
+    std::fs::write(topo.path().join("parts/motd.txt"), "placed over TLS\n").unwrap();
+    let sent = unique_name("txt");
+    let main = topo.path().join("two.vbet");
+    let up = remote(&token, &["up", main.to_str().unwrap(), "--name", &sent]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let a = format!("{sent}/a");
+    let cat = remote(&token, &["exec", &a, "--", "cat", "/etc/vbet-motd"]);
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "placed over TLS\n");
+    let ping = remote(
+        &token,
+        &["exec", &a, "--", "ping", "-c", "1", "-W", "2", "10.61.0.2"],
+    );
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    let down = remote(&token, &["down", &sent]);
+    assert!(down.status.success());
+    // A mistake is reported at its file, line and column, from here.
+    std::fs::write(topo.path().join("parts/hosts.vbet"), "a = alloc(hots)\n").unwrap();
+    let bad = remote(&token, &["up", main.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("hosts.vbet:1:"), "{err}");
+
     let refused = remote(&wrong, &["ls"]);
     assert!(!refused.status.success(), "a wrong token was accepted");
     assert!(

@@ -14,6 +14,7 @@
 pub mod ast;
 pub mod diagnostics;
 pub mod eval;
+pub mod files;
 pub mod lexer;
 pub mod model;
 pub mod net;
@@ -27,6 +28,7 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 pub use diagnostics::{Error, ErrorKind, Errors};
+pub use files::Bundle;
 pub use model::Topology;
 pub use printer::to_vbet;
 
@@ -75,13 +77,87 @@ pub fn load(path: &Path) -> Result<Topology, Errors> {
 /// Like [`load`] for text already read; `path` names it in messages, and
 /// its directory is where includes and file sources are found.
 pub fn load_str(text: &str, path: &Path, format: Format) -> Result<Topology, Errors> {
+    load_with(text, path, format, &files::Access::Disk(Default::default()))
+}
+
+/// Reads the topology file at `path` like [`load`], and with it every file
+/// it uses (includes, file sources), so that it can be loaded elsewhere
+/// with [`load_bundle`].
+pub fn bundle(path: &Path) -> Result<(Topology, Bundle), Errors> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(_) => return load(path).map(|t| (t, Bundle::default())),
+    };
+    let access = files::Access::Disk(Default::default());
+    let topo = load_with(&text, path, Format::from_path(path), &access)?;
+    let files::Access::Disk(seen) = access else {
+        unreachable!("the access made above reads from disk")
+    };
+    let mut files = seen.into_inner();
+    let sources = topo
+        .nodes
+        .iter()
+        .flat_map(|n| &n.files)
+        .chain(topo.kinds.iter().flat_map(|k| &k.files))
+        .filter_map(|f| f.source.as_deref());
+    for source in sources {
+        let full = source_path(&topo, source);
+        let key = files::key(&topo.base_dir, &full);
+        if files.contains_key(&key) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&full).map_err(|e| {
+            let mut sources = Sources::default();
+            sources.add(path.display().to_string(), text.as_str());
+            sources.locate(vec![Problem::nowhere(ErrorKind::Io {
+                path: full.display().to_string(),
+                message: e.to_string(),
+            })])
+        })?;
+        files.insert(key, text);
+    }
+    let bundle = Bundle {
+        name: path.display().to_string(),
+        text,
+        files,
+    };
+    Ok((topo, bundle))
+}
+
+/// Loads a topology from a [`Bundle`], reading nothing from disk: includes
+/// and file sources come from the bundle's files. Messages name the files
+/// as the bundle does.
+pub fn load_bundle(bundle: &Bundle) -> Result<Topology, Errors> {
+    let set = files::FileSet {
+        files: bundle.files.clone(),
+    };
+    let path = Path::new(&bundle.name);
+    load_with(
+        &bundle.text,
+        path,
+        Format::from_path(path),
+        &files::Access::Memory(&set),
+    )
+}
+
+fn load_with(
+    text: &str,
+    path: &Path,
+    format: Format,
+    access: &files::Access<'_>,
+) -> Result<Topology, Errors> {
     let mut sources = Sources::default();
     sources.add(path.display().to_string(), text);
     let mut problems = Vec::new();
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let in_memory = match access {
+        files::Access::Memory(set) => Some(std::sync::Arc::new((*set).clone())),
+        files::Access::Disk(_) => None,
+    };
     let topo = match format {
         Format::Vbet => {
-            let ev = eval::eval_file(&mut sources, path, &mut problems);
+            let mut ev = eval::eval_file_with(&mut sources, path, access, &mut problems);
+            ev.topology.files = in_memory;
             finish(ev.topology, &ev.spans, &mut problems)
         }
         Format::Toml | Format::Yaml => {
@@ -97,6 +173,7 @@ pub fn load_str(text: &str, path: &Path, format: Format) -> Result<Topology, Err
             match parsed {
                 Ok(mut t) => {
                     t.base_dir = base_dir;
+                    t.files = in_memory;
                     let loc = TextLocator { text, file: 0 };
                     finish(t, &loc, &mut problems)
                 }
@@ -167,4 +244,14 @@ pub fn to_yaml(topo: &Topology) -> String {
 /// The directory a relative file source of `topo` is read from.
 pub fn source_path(topo: &Topology, source: &str) -> PathBuf {
     topo.base_dir.join(source)
+}
+
+/// The text of file source `source` of `topo`: from the files sent with
+/// it when it was loaded from a [`Bundle`], else from disk.
+pub fn read_source(topo: &Topology, source: &str) -> std::io::Result<String> {
+    let full = source_path(topo, source);
+    match &topo.files {
+        Some(set) => files::Access::Memory(set).read(&topo.base_dir, &full),
+        None => std::fs::read_to_string(full),
+    }
 }

@@ -36,6 +36,10 @@ pub struct Topology {
     /// topology file's directory); not part of the serialized model.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The files sent with the topology, when it was loaded from a
+    /// [`crate::Bundle`]: file sources are read from them, not from disk.
+    #[serde(skip)]
+    pub files: Option<std::sync::Arc<crate::files::FileSet>>,
 }
 
 /// The built-in roles every node kind derives from.
@@ -117,6 +121,34 @@ pub struct Kind {
     pub services: Vec<Service>,
 }
 
+/// A node's virtual clock at boot (DESIGN.md, "Time"): what its guest's
+/// CLOCK_REALTIME is ahead of the host's, and how fast its clocks run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualClock {
+    /// Seconds added to CLOCK_REALTIME (negative: behind the host).
+    #[serde(default)]
+    pub offset: f64,
+    /// Guest seconds per host second (0.001 to 1000).
+    #[serde(default = "VirtualClock::host_rate")]
+    pub rate: f64,
+}
+
+impl VirtualClock {
+    fn host_rate() -> f64 {
+        1.0
+    }
+}
+
+impl Default for VirtualClock {
+    fn default() -> Self {
+        VirtualClock {
+            offset: 0.0,
+            rate: 1.0,
+        }
+    }
+}
+
 /// A VM: a host, router, firewall or a node of a user kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +191,11 @@ pub struct Node {
     /// (`faults = "on"`; its monitor then traps the faultable syscalls).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub faults: bool,
+    /// The node's virtual clock, if it has one (`clock = "virtual"`,
+    /// `clock_offset`, `clock_rate`): its CLOCK_REALTIME may be offset and
+    /// all its clocks run at another rate, at boot and with `vbet clock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<VirtualClock>,
     /// Kernel parameters set at boot (`net.ipv4.ip_forward = "1"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, String>,

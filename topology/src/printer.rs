@@ -234,6 +234,15 @@ fn node(out: &mut String, n: &Node) {
     if n.faults {
         a.add("faults", quote("on"));
     }
+    if let Some(clock) = n.clock {
+        a.add("clock", quote("virtual"));
+        if clock.offset != 0.0 {
+            a.add("clock_offset", num(clock.offset));
+        }
+        if clock.rate != 1.0 {
+            a.add("clock_rate", num(clock.rate));
+        }
+    }
     if !n.hostfs.is_empty() {
         a.add(
             "hostfs",

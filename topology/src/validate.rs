@@ -475,7 +475,18 @@ fn check_file(topo: &Topology, owner: &str, f: &FileSpec, p: &mut dyn FnMut(Erro
         }),
         (None, Some(src)) => {
             let full = topo.base_dir.join(src);
-            if let Err(e) = std::fs::metadata(&full) {
+            if let Some(set) = &topo.files {
+                if !set
+                    .files
+                    .contains_key(&crate::files::key(&topo.base_dir, &full))
+                {
+                    p(ErrorKind::FileMissing {
+                        node: owner.into(),
+                        path: full.display().to_string(),
+                        message: "it was not sent with the topology".into(),
+                    });
+                }
+            } else if let Err(e) = std::fs::metadata(&full) {
                 p(ErrorKind::FileMissing {
                     node: owner.into(),
                     path: full.display().to_string(),

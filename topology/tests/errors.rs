@@ -218,6 +218,9 @@ fn bad_values() {
         "a = alloc(host, nics=1)\nb = alloc(host, nics=1)\nlink(a, b, delay=\"fast\")",
         "h = alloc(host)\nservice(h, \"x\", \"y\", ready=\"soon\")",
         "h = alloc(host, nics=1, cpus=0)",
+        "h = alloc(host, clock=\"fast\")",
+        "h = alloc(host, clock_rate=0)",
+        "h = alloc(host, clock_offset=\"soon\")",
     ] {
         let (k, ..) = one(src);
         assert!(matches!(k, ErrorKind::BadValue { .. }), "{src}: {k:?}");

@@ -87,3 +87,32 @@ fn unreadable_files_are_errors() {
             .contains("cannot read /nonexistent/lab.vbet")
     );
 }
+
+#[test]
+fn a_virtual_clock_loads_and_prints_back_in_every_format() {
+    let path = Path::new("/nonexistent/clock.vbet");
+    let t = load_str(
+        "a = alloc(host, clock_offset = 3600, clock_rate = 0.5)\nb = alloc(host, clock = \"virtual\")\nc = alloc(host)\n",
+        path,
+        Format::Vbet,
+    )
+    .unwrap_or_else(|e| panic!("{}", e.render(false)));
+    let clock = |name: &str| t.nodes.iter().find(|n| n.name == name).unwrap().clock;
+    assert_eq!(
+        clock("a"),
+        Some(vbet_topology::model::VirtualClock {
+            offset: 3600.0,
+            rate: 0.5
+        })
+    );
+    assert_eq!(clock("b"), Some(Default::default()));
+    assert_eq!(clock("c"), None);
+    for (format, text) in [
+        (Format::Toml, to_toml(&t)),
+        (Format::Yaml, to_yaml(&t)),
+        (Format::Vbet, to_vbet(&t)),
+    ] {
+        let back = load_str(&text, path, format).unwrap_or_else(|e| panic!("{}", e.render(false)));
+        assert_eq!(back, t, "through {format:?}:\n{text}");
+    }
+}

@@ -36,6 +36,7 @@ fn nic_status(n: &NicState) -> pb::Nic {
         wiring: match &n.plan.wiring {
             crate::spec::Wiring::Switch { ctl } => format!("switch {}", ctl.display()),
             crate::spec::Wiring::Wire { remote, .. } => format!("wire {}", remote.display()),
+            crate::spec::Wiring::Vxlan { remote, vni, .. } => format!("vxlan {remote} vni {vni}"),
             crate::spec::Wiring::None => "none".into(),
         },
         counters: Some(n.port.counters().snapshot()),
@@ -71,6 +72,8 @@ impl Api {
                 pids_limit: u.pids_limit,
             }),
             hostname: vm.spec.hostname().to_owned(),
+            processes: vm.tracer.processes(),
+            tracing: vm.tracer.tracing(),
         }
     }
 
@@ -302,6 +305,115 @@ impl VmMonitor for Api {
             .map_err(|e| Status::not_found(e.to_string()))?;
         tracing::info!(id, "fault rule removed");
         Ok(Response::new(pb::RemoveFaultReply {}))
+    }
+
+    async fn trace_on(
+        &self,
+        _: Request<pb::TraceOnRequest>,
+    ) -> Result<Response<pb::TraceState>, Status> {
+        self.vm.tracer.set_tracing(true);
+        tracing::info!("syscall tracing on");
+        Ok(Response::new(self.vm.tracer.trace_state()))
+    }
+
+    async fn trace_off(
+        &self,
+        _: Request<pb::TraceOffRequest>,
+    ) -> Result<Response<pb::TraceState>, Status> {
+        self.vm.tracer.set_tracing(false);
+        tracing::info!("syscall tracing off");
+        Ok(Response::new(self.vm.tracer.trace_state()))
+    }
+
+    type TraceStream = BoxStream<pb::TraceBatch>;
+
+    async fn trace(
+        &self,
+        _: Request<pb::TraceRequest>,
+    ) -> Result<Response<Self::TraceStream>, Status> {
+        let mut events = self.vm.tracer.subscribe();
+        let tracer = self.vm.tracer.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::TryRecvError;
+            // The broadcast never waits for us: a slow client lags, and
+            // loses (and counts) what it could not take. We collect on a
+            // timer rather than waiting on the broadcast: a waiting
+            // receiver would make the tracer wake this thread at every
+            // syscall (a context switch each, on a small machine the
+            // tracee's time); every 10 ms, what accumulated goes out as
+            // one message.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut dropped = 0u64;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = tx.closed() => return,
+                }
+                loop {
+                    let mut batch = pb::TraceBatch::default();
+                    let mut closed = false;
+                    while batch.events.len() < 1024 {
+                        match events.try_recv() {
+                            Ok(e) => batch.events.push(e),
+                            Err(TryRecvError::Lagged(n)) => {
+                                dropped += n;
+                                tracer.count_dropped(n);
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Closed) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    let full = batch.events.len() == 1024;
+                    if !batch.events.is_empty() {
+                        batch.dropped = dropped;
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if closed {
+                        return;
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn set_clock(
+        &self,
+        request: Request<pb::SetClockRequest>,
+    ) -> Result<Response<pb::ClockState>, Status> {
+        let r = request.into_inner();
+        match self.vm.tracer.set_clock(r.realtime_offset, r.rate) {
+            None => Err(Status::failed_precondition(
+                "this VM has no virtual clock: set `clock.realtime`, `clock.rate` or \
+                 `clock.settable = true` in its spec and restart it",
+            )),
+            Some(Err(e)) => Err(Status::invalid_argument(e.to_string())),
+            Some(Ok(state)) => {
+                tracing::info!(
+                    offset = state.realtime_offset,
+                    rate = state.rate,
+                    "clock set"
+                );
+                Ok(Response::new(state))
+            }
+        }
+    }
+
+    async fn get_clock(
+        &self,
+        _: Request<pb::GetClockRequest>,
+    ) -> Result<Response<pb::ClockState>, Status> {
+        Ok(Response::new(self.vm.tracer.clock_state()))
     }
 
     type EventsStream = BoxStream<pb::Event>;

@@ -30,6 +30,12 @@ pub enum Command {
     /// Add, list or remove syscall fault rules of a running VM (its spec
     /// needs `faults = true`).
     Fault(FaultArgs),
+    /// Turn syscall tracing of a running VM on or off, or stream it
+    /// (strace-like lines).
+    Trace(TraceArgs),
+    /// Show or change a running VM's virtual clock (its spec needs
+    /// `clock.realtime`, `clock.rate` or `clock.settable`).
+    Clock(ClockArgs),
     /// Remove what dead VMs of a lab left behind (if even their reaper
     /// was killed); running VMs are untouched.
     Cleanup(CleanupArgs),
@@ -195,6 +201,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         // any thread exists, and exec ends every thread. The PID stays.
         tracing::warn!("booting the VM again ({ended:?}, restart {restart:?})");
         use std::os::unix::process::CommandExt;
+        // The mask survives exec; the new monitor blocks SIGCHLD again
+        // when its tracer starts.
+        let _ = crate::sys::block_sigchld(false);
         let err = std::process::Command::new("/proc/self/exe")
             .args(std::env::args_os().skip(1))
             .exec();
@@ -477,4 +486,165 @@ mod fault_tests {
         assert_eq!(r.probability, Some(0.3));
         assert_eq!(r.error_number, libc::ENOBUFS);
     }
+}
+
+/// `vm-monitor trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The VM's API socket.
+    #[arg(long)]
+    pub api: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TraceAction,
+}
+
+/// `vm-monitor trace on|off|stream`.
+#[derive(Debug, Subcommand)]
+pub enum TraceAction {
+    /// Every process of the VM stops at each syscall from now on.
+    On,
+    /// Back to stops at fork, exec and exit only.
+    Off,
+    /// Print traced syscalls as they end, one line each, until interrupted.
+    Stream,
+}
+
+/// One trace event as a line: `PID COMMAND syscall(args) = ret <secs>`.
+pub fn format_trace_event(e: &vbet_proto::vbet::vm::v1::TraceEvent) -> String {
+    let ret = if e.no_return {
+        "?".to_owned()
+    } else if e.error.is_empty() {
+        e.ret.to_string()
+    } else {
+        format!("-1 {}", e.error)
+    };
+    format!(
+        "{} {} {}({}) = {} <{:.6}>",
+        e.pid,
+        e.command,
+        e.syscall,
+        e.args,
+        ret,
+        e.duration_ns as f64 / 1e9
+    )
+}
+
+/// `vm-monitor trace`.
+pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use vbet_proto::vbet::vm::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("async runtime")?;
+    rt.block_on(async {
+        let mut client = crate::client::connect(&args.api)
+            .await
+            .with_context(|| format!("connecting to {}", args.api.display()))?;
+        let state = |s: pb::TraceState| {
+            println!(
+                "tracing {} ({} syscalls traced, {} events dropped by slow clients)",
+                if s.on { "on" } else { "off" },
+                s.events,
+                s.dropped
+            );
+        };
+        match args.action {
+            TraceAction::On => state(
+                client
+                    .trace_on(pb::TraceOnRequest {})
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner(),
+            ),
+            TraceAction::Off => state(
+                client
+                    .trace_off(pb::TraceOffRequest {})
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner(),
+            ),
+            TraceAction::Stream => {
+                let mut stream = client
+                    .trace(pb::TraceRequest {})
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner();
+                let mut dropped = 0;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                while let Some(batch) = stream
+                    .message()
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                {
+                    if batch.dropped > dropped {
+                        writeln!(
+                            out,
+                            "... {} events dropped (reading too slowly)",
+                            batch.dropped - dropped
+                        )?;
+                        dropped = batch.dropped;
+                    }
+                    for e in &batch.events {
+                        writeln!(out, "{}", format_trace_event(e))?;
+                    }
+                    out.flush()?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `vm-monitor clock`.
+#[derive(Debug, Args)]
+pub struct ClockArgs {
+    /// The VM's API socket.
+    #[arg(long)]
+    pub api: PathBuf,
+    /// Set CLOCK_REALTIME in the guest to the host's plus this many
+    /// seconds.
+    #[arg(long, allow_negative_numbers = true)]
+    pub offset: Option<f64>,
+    /// Guest seconds per host second, for every clock (0.001..=1000).
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+/// `vm-monitor clock`: prints the clock (after the change, if any).
+pub fn clock(args: ClockArgs) -> anyhow::Result<()> {
+    use vbet_proto::vbet::vm::v1 as pb;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("async runtime")?;
+    rt.block_on(async {
+        let mut client = crate::client::connect(&args.api)
+            .await
+            .with_context(|| format!("connecting to {}", args.api.display()))?;
+        let state = if args.offset.is_some() || args.rate.is_some() {
+            client
+                .set_clock(pb::SetClockRequest {
+                    realtime_offset: args.offset,
+                    rate: args.rate,
+                })
+                .await
+        } else {
+            client.get_clock(pb::GetClockRequest {}).await
+        }
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+        if state.enabled {
+            println!(
+                "virtual clock: realtime offset {:+.3} s, rate {}",
+                state.realtime_offset, state.rate
+            );
+        } else {
+            println!(
+                "no virtual clock: the guest's clocks are the host's (and its time namespace's)"
+            );
+        }
+        Ok(())
+    })
 }

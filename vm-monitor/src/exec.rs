@@ -288,15 +288,18 @@ async fn channel_task(
                         if let Some(exit) = exits.remove(&pid) {
                             let _ = exit.send((code, signal));
                         }
-                        let crashed = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT]
-                            .contains(&signal);
+                        // Crashes (of every guest process, with the fault
+                        // address) are the tracer's to report.
+                        if crate::tracer::is_crash_signal(signal) {
+                            continue;
+                        }
                         let _ = events.send(pb::Event {
                             time_ms: now_ms(),
                             kind: Some(pb::event::Kind::ProcessExited(pb::ProcessExited {
                                 pid: pid as u32,
                                 command,
                                 status: Some(pb::ExitStatus { code, signal }),
-                                crashed,
+                                ..Default::default()
                             })),
                         });
                     }

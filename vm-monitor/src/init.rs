@@ -230,6 +230,11 @@ fn prepare(setup: &GuestSetup) -> Result<Option<OwnedFd>, String> {
         .map_err(|e| format!("stdio to /dev/null: {e}"))?;
     crate::seccomp::install_guest_policy().map_err(|e| chain(&e))?;
     crate::caps::drop_guest_caps().map_err(|e| chain(&e))?;
+    // The guest's clock syscalls go to the tracer (which seized us before
+    // we start any process).
+    if setup.clock.is_virtual() {
+        crate::seccomp::install_clock_filter().map_err(|e| chain(&e))?;
+    }
     // Last: from here on every faultable syscall of the init waits for the
     // monitor, which has no listener until SetupDone carries it (on the
     // channel, which the filter exempts).

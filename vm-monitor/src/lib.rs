@@ -11,6 +11,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod exec;
 pub mod fault;
 pub mod init;
@@ -19,6 +20,10 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod sys;
+#[cfg(target_arch = "x86_64")]
+mod syscall_names;
+pub mod syscalls;
+pub mod tracer;
 pub mod vm;
 
 /// An error and its sources on one line ("a: b: c").

@@ -145,13 +145,15 @@ pub struct Tap {
 }
 
 /// Creates the TAPs in the network namespace `netns` (an fd of
-/// `/proc/PID/ns/net`) and configures loopback, MACs, addresses and
-/// routes. Runs on a thread of its own that enters the namespace and ends:
-/// no runtime thread ever changes namespace.
+/// `/proc/PID/ns/net`), sets the VM's network kernel parameters, and
+/// configures loopback, MACs, addresses and routes. Runs on a thread of
+/// its own that enters the namespace and ends: no runtime thread ever
+/// changes namespace.
 pub fn create(
     netns: OwnedFd,
     nics: Vec<NicPlan>,
     routes: Vec<RouteSpec>,
+    sysctls: Vec<(String, String)>,
 ) -> Result<Vec<Tap>, NicError> {
     std::thread::spawn(move || {
         nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
@@ -169,6 +171,16 @@ pub fn create(
                 sys::tap_set_offload(&fd, sys::TAP_OFFLOADS).map_err(tap_err)?;
             }
             taps.push(Tap { plan, fd });
+        }
+        // /proc/sys/net is the namespace of the thread that opens it: this
+        // one's. The NICs exist (per-NIC keys work) and are still down.
+        for (key, value) in &sysctls {
+            std::fs::write(crate::spec::sysctl_path(key), value).map_err(|source| {
+                NicError::Io {
+                    what: format!("sysctl {key} = {value}"),
+                    source,
+                }
+            })?;
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -399,7 +411,7 @@ impl NicState {
     pub fn sync_carrier(&self) -> Result<(), NicError> {
         let cable = match self.plan.wiring {
             Wiring::None => false,
-            Wiring::Wire { .. } => true,
+            Wiring::Wire { .. } | Wiring::Vxlan { .. } => true,
             Wiring::Switch { .. } => self.attached(),
         };
         let on = cable && self.port.state() != LinkState::Down;
@@ -424,7 +436,8 @@ impl NicState {
 
     /// Whether the cable currently reaches its peer.
     pub fn attached(&self) -> bool {
-        self.fabric.sock.lock().expect("not poisoned").is_some()
+        matches!(self.plan.wiring, Wiring::Vxlan { .. })
+            || self.fabric.sock.lock().expect("not poisoned").is_some()
     }
 }
 
@@ -456,9 +469,29 @@ pub async fn start(
     } else {
         0
     };
-    let inbound: Sink = {
-        let fabric = fabric.clone();
-        Arc::new(move |frame: &[u8]| fabric.send(frame))
+    let vxlan = match &tap.plan.wiring {
+        Wiring::Vxlan { local, remote, vni } => {
+            let endpoint = vbet_port::vxlan::Endpoint {
+                local: *local,
+                remote: *remote,
+                vni: *vni,
+            };
+            let sock = vbet_port::vxlan::VxlanSocket::bind(endpoint)
+                .await
+                .map_err(io(format!("{name}: binding VXLAN port {local}")))?;
+            Some(Arc::new(sock))
+        }
+        _ => None,
+    };
+    let inbound: Sink = match &vxlan {
+        Some(vxlan) => {
+            let vxlan = vxlan.clone();
+            Arc::new(move |frame: &[u8]| vxlan.send(frame))
+        }
+        None => {
+            let fabric = fabric.clone();
+            Arc::new(move |frame: &[u8]| fabric.send(frame))
+        }
     };
     let outbound: Sink = {
         let (tap, counters, capture) = (fd.clone(), counters.clone(), capture.clone());
@@ -495,6 +528,11 @@ pub async fn start(
             let sock = Arc::new(sock);
             *fabric.sock.lock().expect("not poisoned") = Some(sock.clone());
             tokio::spawn(fabric_to_tap(state.clone(), sock));
+        }
+        Wiring::Vxlan { .. } => {
+            if let Some(vxlan) = vxlan {
+                tokio::spawn(vxlan_to_tap(state.clone(), vxlan));
+            }
         }
         Wiring::Switch { ctl } => {
             let path = ctl.clone();
@@ -650,6 +688,21 @@ async fn fabric_to_tap(state: Arc<NicState>, sock: Arc<DataSocket>) {
     while let Ok(n) = sock.recv(&mut buf[at..]).await {
         buf[..at].fill(0);
         state.port.transmit(&buf[..at + n]);
+    }
+}
+
+/// Frames from a VXLAN cable: through the port's outbound lane to the TAP.
+async fn vxlan_to_tap(state: Arc<NicState>, vxlan: Arc<vbet_port::vxlan::VxlanSocket>) {
+    let mut buf = vec![0u8; FRAME_MAX];
+    loop {
+        match vxlan.recv(&mut buf).await {
+            Ok(Some(frame)) => state.port.transmit(&buf[frame]),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(nic = %state.plan.name, error = %e, "VXLAN socket error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

@@ -412,8 +412,68 @@ pub fn install_fault_filter(exempt_fd: i32) -> Result<std::os::fd::OwnedFd, Secc
     crate::sys::seccomp_install_listener(&fault_filter(exempt_fd)).map_err(SeccompError::Install)
 }
 
+/// The clock syscalls of a VM with a virtual clock: they go to the
+/// tracer (SECCOMP_RET_TRACE), which emulates them in that one stop. With
+/// the vDSO hidden at exec (`AT_SYSINFO_EHDR` zeroed), libc makes them
+/// for real instead of reading the host's time from shared memory.
+/// (`clock_settime` stays denied by [`DENIED`]: `SetClock` sets a VM's
+/// clock.)
+pub const CLOCK_SYSCALLS: &[(i64, &str)] = &[
+    (
+        libc::SYS_clock_gettime,
+        "every clock (CPU-time clocks are left to the kernel)",
+    ),
+    (libc::SYS_gettimeofday, "REALTIME in microseconds"),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_time, "REALTIME in seconds"),
+];
+
+/// The clock filter: [`CLOCK_SYSCALLS`] to the tracer, everything else
+/// allowed.
+pub fn clock_filter() -> Vec<libc::sock_filter> {
+    let ld = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let n = CLOCK_SYSCALLS.len();
+    // 0 ld arch; 1 jeq arch; 2 ld nr; 3..3+n jeq nr; allow; trace.
+    let allow = 3 + n;
+    let trace = allow + 1;
+    let mut prog = vec![
+        stmt(ld, 4), // seccomp_data.arch
+        jump(AUDIT_ARCH, 0, allow - 2),
+        stmt(ld, 0), // seccomp_data.nr
+    ];
+    for (i, (nr, _)) in CLOCK_SYSCALLS.iter().enumerate() {
+        prog.push(jump(*nr as u32, trace - (3 + i) - 1, 0));
+    }
+    prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+    prog.push(stmt(ret, libc::SECCOMP_RET_TRACE));
+    prog
+}
+
+/// Installs the clock filter on the calling process (and its future
+/// children). A traced syscall fails with ENOSYS while no tracer is
+/// attached: the monitor seizes the init before it starts any process.
+pub fn install_clock_filter() -> Result<(), SeccompError> {
+    crate::sys::seccomp_install(&clock_filter()).map_err(SeccompError::Install)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn clock_filter_traces_only_clock_syscalls() {
+        let prog = super::clock_filter();
+        let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+        let trace_at = prog.len() - 1;
+        assert_eq!(prog[trace_at].k, libc::SECCOMP_RET_TRACE);
+        assert_eq!(prog[trace_at - 1].k, libc::SECCOMP_RET_ALLOW);
+        for (i, insn) in prog.iter().enumerate().skip(3) {
+            if insn.code == jeq {
+                assert_eq!(i + 1 + insn.jt as usize, trace_at);
+            }
+        }
+        assert_eq!(1 + 1 + prog[1].jf as usize, trace_at - 1);
+    }
+
     #[test]
     fn policy_compiles() {
         let filters = super::guest_filters().unwrap();

@@ -51,6 +51,13 @@ pub struct VmSpec {
     /// Static routes.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// Network kernel parameters of the VM (`net.ipv4.ip_forward = "1"`),
+    /// written in its network namespace after its NICs exist and before
+    /// they come up — so `net.ipv6.conf.all.disable_ipv6` keeps even the
+    /// first IPv6 frames off the wire. Only `net.*` keys: the others are
+    /// the host's. A `/` in a key stands for a `.` in a name (`eth0/10`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
     /// What to do when the guest stops by itself.
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -99,10 +106,12 @@ impl Default for WatchdogSpec {
 }
 
 /// The guest's clocks, as offsets from the host's, in seconds (fractions
-/// allowed; negative down to minus the host's uptime). Set at boot, in the
-/// VM's time namespace, at no cost per call. CLOCK_REALTIME is the host's:
-/// time namespaces do not cover it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+/// allowed; negative down to minus the host's uptime). MONOTONIC and
+/// BOOTTIME offsets are set at boot, in the VM's time namespace, at no cost
+/// per call. CLOCK_REALTIME offsets and rates need the virtual clock
+/// ([`ClockSpec::is_virtual`]): the tracer emulates the guest's clock
+/// syscalls (≈ 15–20 µs a call), so only VMs that ask get it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClockSpec {
     /// Added to CLOCK_MONOTONIC (and its _RAW and _COARSE variants).
@@ -111,15 +120,48 @@ pub struct ClockSpec {
     /// Added to CLOCK_BOOTTIME (what `uptime` and /proc/uptime show).
     #[serde(default)]
     pub boottime: f64,
+    /// Added to CLOCK_REALTIME (`date`): needs the virtual clock.
+    #[serde(default)]
+    pub realtime: f64,
+    /// Guest seconds per host second, for every clock (0.001..=1000; 1 =
+    /// the host's pace): needs the virtual clock.
+    #[serde(default = "default_rate")]
+    pub rate: f64,
+    /// The virtual clock even with no REALTIME offset and rate 1, so that
+    /// `SetClock` can change them at run time.
+    #[serde(default)]
+    pub settable: bool,
+}
+
+fn default_rate() -> f64 {
+    1.0
+}
+
+impl Default for ClockSpec {
+    fn default() -> Self {
+        ClockSpec {
+            monotonic: 0.0,
+            boottime: 0.0,
+            realtime: 0.0,
+            rate: 1.0,
+            settable: false,
+        }
+    }
 }
 
 /// The largest clock offset accepted, in seconds (about 30 years).
 pub const MAX_CLOCK_OFFSET: f64 = 1e9;
 
 impl ClockSpec {
-    /// Whether both offsets are zero.
+    /// Whether both time-namespace offsets are zero.
     pub fn is_zero(&self) -> bool {
         self.monotonic == 0.0 && self.boottime == 0.0
+    }
+
+    /// Whether the VM needs the virtual clock (a REALTIME offset, a rate,
+    /// or `settable`).
+    pub fn is_virtual(&self) -> bool {
+        self.realtime != 0.0 || self.rate != 1.0 || self.settable
     }
 
     /// The lines for `/proc/PID/timens_offsets`.
@@ -281,6 +323,18 @@ pub enum Wiring {
         local: PathBuf,
         /// The far end's datagram socket path.
         remote: PathBuf,
+    },
+    /// A cable to another host, carried over UDP as VXLAN (RFC 7348):
+    /// this monitor binds `local` and sends every frame to `remote` with
+    /// `vni`; the far end may be another monitor, a switchd `--vxlan`
+    /// trunk, a Linux `vxlan` device or Open vSwitch.
+    Vxlan {
+        /// The local UDP address bound ("192.0.2.1:4789").
+        local: std::net::SocketAddr,
+        /// The far end's UDP address.
+        remote: std::net::SocketAddr,
+        /// The VXLAN network identifier (24 bits).
+        vni: u32,
     },
     /// No cable: the NIC exists with no carrier peer (frames are dropped).
     #[default]
@@ -450,6 +504,7 @@ impl VmSpec {
             commands: Vec::new(),
             nics: Vec::new(),
             routes: Vec::new(),
+            sysctls: Default::default(),
             restart: RestartPolicy::Never,
             run_dir: None,
             faults: false,
@@ -528,7 +583,13 @@ impl VmSpec {
                 )));
             }
         }
+        crate::clock::check_offset(self.clock.realtime)
+            .and_then(|()| crate::clock::check_rate(self.clock.rate))
+            .map_err(|e| SpecError::Invalid(e.to_string()))?;
         check_name("lab name", &self.lab)?;
+        for (key, value) in &self.sysctls {
+            check_sysctl(key, value)?;
+        }
         if let Some(h) = &self.hostname {
             check_name("hostname", h)?;
         }
@@ -645,6 +706,14 @@ impl VmSpec {
                         }
                     }
                 }
+                Wiring::Vxlan { vni, .. } => {
+                    if *vni > vbet_port::vxlan::MAX_VNI {
+                        return Err(SpecError::Invalid(format!(
+                            "eth{}: VNI {vni} does not fit in 24 bits",
+                            nic.index
+                        )));
+                    }
+                }
                 Wiring::None => {}
             }
         }
@@ -700,6 +769,42 @@ fn check_socket(nic: u32, path: &Path) -> Result<(), SpecError> {
     }
 }
 
+/// Checks a network kernel parameter of a VM: a `net.*` key of plain
+/// name characters, and a value of one line.
+fn check_sysctl(key: &str, value: &str) -> Result<(), SpecError> {
+    let plain = key.split('.').all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-/:".contains(&b))
+    });
+    if !key.starts_with("net.") || !plain || key.contains("..") {
+        return Err(SpecError::Invalid(format!(
+            "sysctl {key:?}: only network parameters (net.…) are the VM's own; set others in a command"
+        )));
+    }
+    if value.contains('\n') || value.len() > 4096 {
+        return Err(SpecError::Invalid(format!(
+            "sysctl {key}: the value must be one line"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a kernel parameter lives under /proc/sys: dots are directories,
+/// a `/` stands for a dot inside a name (`net.ipv4.conf.eth0/10.forwarding`).
+pub fn sysctl_path(key: &str) -> PathBuf {
+    let relative: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    Path::new("/proc/sys").join(relative)
+}
+
 #[cfg(test)]
 mod clock_tests {
     use super::*;
@@ -709,6 +814,7 @@ mod clock_tests {
         let c = ClockSpec {
             monotonic: 3600.0,
             boottime: -1.25,
+            ..Default::default()
         };
         assert_eq!(
             c.timens_offsets(),
@@ -725,6 +831,23 @@ mod clock_tests {
                 .to_string()
                 .contains("clock.monotonic")
         );
+    }
+
+    #[test]
+    fn virtual_clock_fields() {
+        let spec: VmSpec =
+            toml::from_str("name = \"a\"\nclock = { realtime = 3600, rate = 0.5 }\n").unwrap();
+        assert!(spec.clock.is_virtual());
+        assert_eq!(spec.clock.rate, 0.5);
+        assert!(!VmSpec::named("a").clock.is_virtual());
+        let mut bad = VmSpec::named("a");
+        bad.clock.rate = 0.0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("clock rate 0 is out of range"), "{err}");
+        let mut bad = VmSpec::named("a");
+        bad.clock.realtime = f64::INFINITY;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("realtime offset"), "{err}");
     }
 }
 

@@ -277,6 +277,18 @@ pub fn clock_seconds(clock: libc::clockid_t) -> io::Result<f64> {
     Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
 }
 
+/// Reads a clock in nanoseconds.
+pub fn clock_nanos(clock: libc::clockid_t) -> io::Result<i128> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer,
+    // which is valid for the call.
+    check(unsafe { libc::clock_gettime(clock, &mut ts) } as libc::c_long)?;
+    Ok(ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128)
+}
+
 /// Sets the size of the terminal behind `fd`.
 pub fn set_window_size(fd: &impl AsRawFd, rows: u16, cols: u16) -> io::Result<()> {
     let ws = libc::winsize {
@@ -367,4 +379,259 @@ pub fn window_size(fd: &impl AsRawFd) -> Option<(u16, u16)> {
     // which is valid for the call.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
     (rc == 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+// ---- ptrace (used only by the tracer thread, `crate::tracer`) ----
+
+/// `PTRACE_EVENT_STOP`: a PTRACE_INTERRUPT, a seized child's first stop or
+/// a group stop.
+pub const PTRACE_EVENT_STOP: i32 = 128;
+
+/// One raw ptrace request; the result (not meaningful for PEEK requests,
+/// which are not used).
+fn ptrace_raw(
+    request: libc::c_uint,
+    pid: libc::pid_t,
+    addr: usize,
+    data: usize,
+) -> io::Result<libc::c_long> {
+    // SAFETY: the requests issued through this helper take no pointer or
+    // a pointer to a live object of the size the request expects (see each
+    // caller); the kernel checks the rest.
+    check(unsafe { libc::ptrace(request, pid, addr, data) })
+}
+
+/// PTRACE_SEIZE with `options` (no stop).
+pub fn ptrace_seize(pid: libc::pid_t, options: libc::c_int) -> io::Result<()> {
+    ptrace_raw(libc::PTRACE_SEIZE, pid, 0, options as usize).map(drop)
+}
+
+/// PTRACE_INTERRUPT: the tracee stops (PTRACE_EVENT_STOP) soon.
+pub fn ptrace_interrupt(pid: libc::pid_t) -> io::Result<()> {
+    ptrace_raw(libc::PTRACE_INTERRUPT, pid, 0, 0).map(drop)
+}
+
+/// Resumes a stopped tracee, delivering `signal` (0: none); with
+/// `syscalls`, it stops again at the next syscall entry or exit.
+pub fn ptrace_resume(pid: libc::pid_t, signal: i32, syscalls: bool) -> io::Result<()> {
+    let request = if syscalls {
+        libc::PTRACE_SYSCALL
+    } else {
+        libc::PTRACE_CONT
+    };
+    ptrace_raw(request, pid, 0, signal as usize).map(drop)
+}
+
+/// PTRACE_LISTEN: leaves a tracee in its group stop (job control), but
+/// lets it report the next event.
+pub fn ptrace_listen(pid: libc::pid_t) -> io::Result<()> {
+    ptrace_raw(libc::PTRACE_LISTEN, pid, 0, 0).map(drop)
+}
+
+/// PTRACE_GETEVENTMSG: the new PID of a fork/clone, the former TID of an
+/// exec.
+pub fn ptrace_event_msg(pid: libc::pid_t) -> io::Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    ptrace_raw(
+        libc::PTRACE_GETEVENTMSG,
+        pid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    )?;
+    Ok(msg)
+}
+
+/// The signal of a signal-delivery stop: (number, si_code, si_addr).
+pub fn ptrace_siginfo(pid: libc::pid_t) -> io::Result<(i32, i32, u64)> {
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    ptrace_raw(
+        libc::PTRACE_GETSIGINFO,
+        pid,
+        0,
+        &mut info as *mut libc::siginfo_t as usize,
+    )?;
+    // SAFETY: si_addr reads the union's first pointer field, which the
+    // kernel filled (meaningful for faults, si_code > 0).
+    let addr = unsafe { info.si_addr() } as u64;
+    Ok((info.si_signo, info.si_code, addr))
+}
+
+/// The general registers of a stopped tracee.
+#[cfg(target_arch = "x86_64")]
+pub fn ptrace_getregs(pid: libc::pid_t) -> io::Result<libc::user_regs_struct> {
+    // SAFETY: user_regs_struct is plain data; all zeroes is valid.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    ptrace_raw(
+        libc::PTRACE_GETREGS,
+        pid,
+        0,
+        &mut regs as *mut libc::user_regs_struct as usize,
+    )?;
+    Ok(regs)
+}
+
+/// Sets the general registers of a stopped tracee.
+#[cfg(target_arch = "x86_64")]
+pub fn ptrace_setregs(pid: libc::pid_t, regs: &libc::user_regs_struct) -> io::Result<()> {
+    ptrace_raw(
+        libc::PTRACE_SETREGS,
+        pid,
+        0,
+        regs as *const libc::user_regs_struct as usize,
+    )
+    .map(drop)
+}
+
+/// What PTRACE_GET_SYSCALL_INFO tells about a syscall stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallStop {
+    /// Entry: number and arguments.
+    Entry {
+        /// Syscall number.
+        nr: u64,
+        /// Arguments.
+        args: [u64; 6],
+    },
+    /// Exit: the return value (negative errno when `is_error`).
+    Exit {
+        /// Return value.
+        rval: i64,
+        /// Whether it failed.
+        is_error: bool,
+    },
+    /// A seccomp stop (SECCOMP_RET_TRACE).
+    Seccomp {
+        /// Syscall number.
+        nr: u64,
+        /// Arguments.
+        args: [u64; 6],
+    },
+    /// Not a syscall stop.
+    None,
+}
+
+/// `struct ptrace_syscall_info` (linux/ptrace.h), 88 bytes.
+#[repr(C)]
+struct RawSyscallInfo {
+    op: u8,
+    reserved: u8,
+    flags: u16,
+    arch: u32,
+    instruction_pointer: u64,
+    stack_pointer: u64,
+    data: [u64; 8],
+}
+
+/// PTRACE_GET_SYSCALL_INFO (Linux 5.3).
+pub fn ptrace_syscall_info(pid: libc::pid_t) -> io::Result<SyscallStop> {
+    let mut raw = RawSyscallInfo {
+        op: 0,
+        reserved: 0,
+        flags: 0,
+        arch: 0,
+        instruction_pointer: 0,
+        stack_pointer: 0,
+        data: [0; 8],
+    };
+    // The request takes the buffer's size as `addr` and the buffer as
+    // `data`.
+    ptrace_raw(
+        libc::PTRACE_GET_SYSCALL_INFO,
+        pid,
+        std::mem::size_of::<RawSyscallInfo>(),
+        &mut raw as *mut RawSyscallInfo as usize,
+    )?;
+    let args = |d: &[u64; 8]| [d[1], d[2], d[3], d[4], d[5], d[6]];
+    Ok(match raw.op {
+        1 => SyscallStop::Entry {
+            nr: raw.data[0],
+            args: args(&raw.data),
+        },
+        2 => SyscallStop::Exit {
+            rval: raw.data[0] as i64,
+            is_error: raw.data[1] & 0xff != 0,
+        },
+        3 => SyscallStop::Seccomp {
+            nr: raw.data[0],
+            args: args(&raw.data),
+        },
+        _ => SyscallStop::None,
+    })
+}
+
+/// Reads `buf.len()` bytes of a tracee's memory at `addr`; returns how
+/// many were read (fewer at an unmapped page).
+pub fn read_memory(pid: libc::pid_t, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the local iovec covers `buf`, alive and writable for the
+    // call; the remote one is only an address in the other process,
+    // checked by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    check(n as libc::c_long).map(|n| n as usize)
+}
+
+/// Writes `data` into a tracee's memory at `addr`.
+pub fn write_memory(pid: libc::pid_t, addr: u64, data: &[u8]) -> io::Result<()> {
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: the local iovec covers `data`, alive for the call (the
+    // kernel only reads it); the remote address is checked by the kernel.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    match check(n as libc::c_long)? as usize {
+        n if n == data.len() => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(libc::EFAULT)),
+    }
+}
+
+/// `waitpid(-1, …, __WALL | __WNOTHREAD)`: one status of the calling
+/// thread's children and tracees; without `block`, only if one is ready
+/// (WNOHANG).
+pub fn wait_tracees(block: bool) -> io::Result<Option<(libc::pid_t, libc::c_int)>> {
+    let mut status = 0;
+    let flags = libc::__WALL | libc::__WNOTHREAD | if block { 0 } else { libc::WNOHANG };
+    // SAFETY: waitpid writes one int through the pointer, valid for the
+    // call.
+    let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+    match check(pid as libc::c_long)? {
+        0 => Ok(None),
+        pid => Ok(Some((pid as libc::pid_t, status))),
+    }
+}
+
+/// Blocking `waitpid(pid, …, __WALL)`: the raw status.
+pub fn wait_pid(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    retry_eintr(|| {
+        // SAFETY: as in wait_tracees.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        check(rc as libc::c_long)
+    })?;
+    Ok(status)
+}
+
+/// Blocks (or unblocks) SIGCHLD in the calling thread; threads created
+/// afterwards inherit the mask.
+pub fn block_sigchld(block: bool) -> io::Result<()> {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    mask.add(nix::sys::signal::Signal::SIGCHLD);
+    let how = if block {
+        nix::sys::signal::SigmaskHow::SIG_BLOCK
+    } else {
+        nix::sys::signal::SigmaskHow::SIG_UNBLOCK
+    };
+    nix::sys::signal::pthread_sigmask(how, Some(&mask), None).map_err(io::Error::from)
 }

@@ -372,6 +372,8 @@ pub struct Vm {
     pub shutdown: watch::Sender<Option<Duration>>,
     /// Syscall fault rules.
     pub faults: crate::fault::SharedRules,
+    /// The ptrace supervisor of every guest process.
+    pub tracer: Arc<crate::tracer::Tracer>,
     lock: Mutex<Option<Flock<File>>>,
 }
 
@@ -432,9 +434,39 @@ pub async fn run(
         reaper,
         started,
     } = booted;
-    let pidfd = sys::pidfd_open(init_pid).map_err(io_err("pidfd of the guest init"))?;
-    let init_exit = sys::async_fd(pidfd).map_err(io_err("watching the guest init"))?;
     let (events, _) = broadcast::channel(256);
+    // The tracer thread is the only waiter for the init and its
+    // descendants; it learns of their stops through SIGCHLD, blocked here
+    // (before any thread exists) so that every thread inherits the mask.
+    sys::block_sigchld(true).map_err(io_err("blocking SIGCHLD"))?;
+    let clock = spec.clock.is_virtual().then(|| {
+        crate::clock::VirtualClock::new(
+            crate::clock::HostNow::read(),
+            spec.clock.realtime,
+            spec.clock.monotonic,
+            spec.clock.boottime,
+            spec.clock.rate,
+        )
+    });
+    let tracer = Arc::new(
+        crate::tracer::Tracer::start(
+            crate::tracer::TracerSetup {
+                init_pid,
+                vm: spec.name.clone(),
+                clock,
+            },
+            events.clone(),
+        )
+        .map_err(io_err("starting the tracer thread"))?,
+    );
+    let init_exit = tracer.exit();
+    let init_ended = |mut rx: watch::Receiver<Option<i32>>| async move {
+        rx.wait_for(|s| s.is_some())
+            .await
+            .ok()
+            .and_then(|s| *s)
+            .unwrap_or(0)
+    };
     let rules: crate::fault::SharedRules =
         Arc::new(Mutex::new(crate::fault::Rules::new(spec.faults)));
     let (setup_tx, mut setup_rx) = tokio::sync::oneshot::channel();
@@ -446,7 +478,8 @@ pub async fn run(
         spec: spec.clone(),
         cgroup: cgroup.clone(),
         init_pid,
-        reaped: false,
+        exit: init_exit.clone(),
+        tracer: tracer.clone(),
     };
     let booting = async {
         let netns = match File::open(format!("/proc/{init_pid}/ns/net")) {
@@ -464,8 +497,9 @@ pub async fn run(
         };
         let nics_plan = nic::plan(&spec);
         let routes = spec.routes.clone();
+        let sysctls: Vec<_> = spec.sysctls.clone().into_iter().collect();
         let taps = tokio::task::spawn_blocking(move || {
-            nic::create(OwnedFd::from(netns), nics_plan, routes)
+            nic::create(OwnedFd::from(netns), nics_plan, routes, sysctls)
         })
         .await
         .map_err(|e| VmError::Io {
@@ -519,6 +553,7 @@ pub async fn run(
         events: events.clone(),
         shutdown,
         faults: rules,
+        tracer: tracer.clone(),
         lock: Mutex::new(Some(lock)),
     });
     let (server_stop_tx, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -552,7 +587,7 @@ pub async fn run(
     let grace = tokio::select! {
         _ = stop => Some(Duration::from_secs(5)),
         g = shutdown_rx.wait_for(|s| s.is_some()) => g.ok().and_then(|g| *g),
-        _ = init_exit.readable() => None,
+        _ = init_ended(init_exit.clone()) => None,
     };
     if let Some(w) = watchdog {
         w.abort();
@@ -561,8 +596,11 @@ pub async fn run(
     if let Some(grace) = grace {
         tracing::info!(vm = %spec.name, "shutting down");
         let _ = procs.shutdown(grace).await;
-        let waited =
-            tokio::time::timeout(grace + Duration::from_secs(1), init_exit.readable()).await;
+        let waited = tokio::time::timeout(
+            grace + Duration::from_secs(1),
+            init_ended(init_exit.clone()),
+        )
+        .await;
         if waited.is_err() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(init_pid),
@@ -570,12 +608,12 @@ pub async fn run(
             );
         }
     }
-    let _ = init_exit.readable().await;
-    // The init's status tells a power button from a crash: the kernel ends
-    // a PID namespace whose process called reboot(2) as if by SIGHUP
-    // (restart) or SIGINT (halt, power off).
-    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init_pid), None);
-    cleanup.reaped = true;
+    // The init's status (from the tracer, its only waiter) tells a power
+    // button from a crash: the kernel ends a PID namespace whose process
+    // called reboot(2) as if by SIGHUP (restart) or SIGINT (halt, power
+    // off).
+    let raw = init_ended(init_exit.clone()).await;
+    let status = nix::sys::wait::WaitStatus::from_raw(nix::unistd::Pid::from_raw(init_pid), raw);
     let ended = match (grace, status) {
         (Some(_), _) => Ended::Stopped,
         (
@@ -643,30 +681,45 @@ struct Cleanup {
     spec: VmSpec,
     cgroup: Cgroup,
     init_pid: libc::pid_t,
-    /// The init was waited for: its PID may belong to another process now.
-    reaped: bool,
+    /// The init's wait status, from the tracer (set: its PID may belong to
+    /// another process now).
+    exit: watch::Receiver<Option<i32>>,
+    tracer: Arc<crate::tracer::Tracer>,
 }
 
 impl Cleanup {
     /// Kills the guest (if alive), then removes everything on the host;
     /// keeps going past failures and returns them all.
     async fn kill_and_remove(&mut self) -> Vec<String> {
-        if !self.reaped {
+        if self.exit.borrow().is_none() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(self.init_pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.init_pid), None);
-            self.reaped = true;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), self.exit.wait_for(|s| s.is_some()))
+                    .await;
+        }
+        // The tracer ends once every tracee is gone (they die with the
+        // init's PID namespace); nothing is left in a ptrace stop.
+        let tracer = self.tracer.clone();
+        let joined = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || tracer.join()),
+        )
+        .await;
+        let mut errors = Vec::new();
+        if joined.is_err() {
+            errors.push("the tracer thread did not end: guest processes remain".to_owned());
         }
         let cgroup = self.cgroup.clone();
-        let mut errors: Vec<String> =
+        errors.extend(
             tokio::task::spawn_blocking(move || cgroup.remove(Duration::from_secs(5)))
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|e| crate::error_chain(&e))
-                .collect();
+                .map(|e| crate::error_chain(&e)),
+        );
         for p in host_paths(&self.spec) {
             if let Err(e) = remove_path(&p) {
                 errors.push(format!("removing {}: {e}", p.display()));

@@ -132,3 +132,15 @@ fn layer_on_the_image_file_system() {
     );
     assert!(!dir.path().join("layer").exists());
 }
+
+#[test]
+fn host_wide_sysctl() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("bad", &unique("sysctl"), dir.path());
+    s.sysctls.insert("kernel.panic".into(), "1".into());
+    fails_cleanly(&s, dir.path(), "only network parameters");
+    assert!(!s.run_dir().exists());
+}

@@ -22,7 +22,29 @@ async fn vms_are_isolated_from_the_host_and_each_other() {
         content: "placed by the spec\n".into(),
         mode: 0o600,
     });
+    // A network parameter of A's own, set before its NICs come up.
+    let host_arp_ignore =
+        std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore").unwrap();
+    let a_arp_ignore = if host_arp_ignore.trim() == "2" {
+        "1"
+    } else {
+        "2"
+    };
+    spec_a
+        .sysctls
+        .insert("net.ipv4.conf.all.arp_ignore".into(), a_arp_ignore.into());
     let (mut vm_a, mut ca) = TestVm::start(spec_a, dir.path()).await;
+    assert_eq!(
+        sh(&mut ca, "cat /proc/sys/net/ipv4/conf/all/arp_ignore")
+            .await
+            .trim(),
+        a_arp_ignore
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/arp_ignore").unwrap(),
+        host_arp_ignore,
+        "the VM's sysctl reached the host"
+    );
     let (mut vm_b, mut cb) = TestVm::start(spec(&lab, &b, dir.path()), dir.path()).await;
 
     // Files: written in A, seen neither on the host nor in B.

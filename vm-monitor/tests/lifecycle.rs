@@ -194,6 +194,18 @@ async fn cleanup_after_monitor_and_reaper_were_killed() {
     poll("the guest to die", Duration::from_secs(10), || {
         processes_with(&needle).is_empty().then_some(())
     });
+    // ... all of it: an exiting init has no command line any more but is
+    // still in its cgroup until it is reaped (by the host's init, now).
+    poll("the VM's cgroup to empty", Duration::from_secs(20), || {
+        cgroup_dirs(&vm.spec)
+            .iter()
+            .all(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs"))
+                    .map(|p| p.trim().is_empty())
+                    .unwrap_or(true)
+            })
+            .then_some(())
+    });
     assert!(vm.spec.lock_path().exists() || cgroup_dirs(&vm.spec).iter().any(|d| d.exists()));
 
     let out = std::process::Command::new(MONITOR)

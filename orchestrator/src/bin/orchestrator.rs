@@ -33,6 +33,33 @@ struct Args {
     /// A file holding the bearer token TCP clients must present.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// This host's name in topologies: nodes with `host = "NAME"` (or no
+    /// `host`) run here.
+    #[arg(long, value_name = "NAME", env = "VBET_HOST_NAME")]
+    host_name: Option<String>,
+    /// Another host's orchestrator, which runs the nodes whose `host` is
+    /// NAME. Repeatable; reached with TLS and a token only.
+    #[arg(
+        long,
+        value_name = "NAME=https://HOST:PORT",
+        env = "VBET_PEERS",
+        value_delimiter = ',',
+        requires_all = ["peer_ca", "peer_token_file"]
+    )]
+    peer: Vec<orchestrator::peers::Peer>,
+    /// The CA certificate (PEM) the peers' certificates are checked against.
+    #[arg(long, value_name = "FILE", env = "VBET_PEER_CA")]
+    peer_ca: Option<PathBuf>,
+    /// A file holding the token presented to the peers.
+    #[arg(long, value_name = "FILE", env = "VBET_PEER_TOKEN_FILE")]
+    peer_token_file: Option<PathBuf>,
+    /// The address peers send this host's VXLAN traffic to (default: the
+    /// address this host reaches the peer from).
+    #[arg(long, value_name = "IP")]
+    vxlan_address: Option<std::net::IpAddr>,
+    /// UDP ports for the VXLAN ends of cables between hosts.
+    #[arg(long, value_name = "LOW-HIGH", default_value = "47000-48999", value_parser = orchestrator::peers::parse_port_range)]
+    vxlan_ports: (u16, u16),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +73,10 @@ fn main() -> ExitCode {
         logs.json().init();
     } else {
         logs.init();
+    }
+    // Its children (switches, monitors) inherit the raised limit.
+    if let Err(e) = vbet_port::socket::raise_open_file_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
     }
     let bin_dir = args.bin_dir.unwrap_or_else(|| {
         std::env::current_exe()
@@ -68,6 +99,14 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
+    let peers = orchestrator::peers::Peers {
+        own_name: args.host_name,
+        peers: args.peer.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        ca: args.peer_ca,
+        token_file: args.peer_token_file,
+        vxlan_address: args.vxlan_address,
+        vxlan_ports: args.vxlan_ports,
+    };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
@@ -75,6 +114,7 @@ fn main() -> ExitCode {
                 layout,
                 bin_dir,
                 tcp,
+                peers,
                 switchd::shutdown_signal(),
                 || {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

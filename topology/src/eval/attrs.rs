@@ -159,6 +159,40 @@ impl Eval<'_> {
                         _ => unknown(self, SWITCH_ATTRS, "a switch"),
                     },
                     DeviceBody::Node(n) => match key {
+                        "clock" => match v {
+                            Value::Str(c) if c == "virtual" => {
+                                n.clock.get_or_insert_with(VirtualClock::default);
+                            }
+                            Value::Str(c) if c == "host" => n.clock = None,
+                            other => self.bad(
+                                "clock",
+                                format!(
+                                    "expected \"virtual\" or \"host\", found {}",
+                                    other.describe()
+                                ),
+                                vspan,
+                            ),
+                        },
+                        "clock_offset" => match num(&v) {
+                            Some(s) if s.is_finite() && s.abs() <= 1e10 => {
+                                n.clock.get_or_insert_with(VirtualClock::default).offset = s
+                            }
+                            _ => self.bad(
+                                "clock_offset",
+                                "expected seconds ahead of the host's clock, e.g. 3600 or -30",
+                                vspan,
+                            ),
+                        },
+                        "clock_rate" => match num(&v) {
+                            Some(r) if (0.001..=1000.0).contains(&r) => {
+                                n.clock.get_or_insert_with(VirtualClock::default).rate = r
+                            }
+                            _ => self.bad(
+                                "clock_rate",
+                                "expected guest seconds per host second, from 0.001 to 1000",
+                                vspan,
+                            ),
+                        },
                         "faults" => match v {
                             Value::Str(f) if f == "on" => n.faults = true,
                             Value::Str(f) if f == "off" => n.faults = false,

@@ -9,7 +9,7 @@ use crate::ast::{Attr, BinOp, Call, Expr, ExprKind, Iter, Part, Stmt, Template};
 use crate::diagnostics::{ErrorKind, Problem, Sources, Span, suggest};
 use crate::model::{
     Cable, Endpoint, FileSpec, Hostfs, Impair, Kind, LinkState, Nic, Node, Port, Ready, Restart,
-    Route, Service, Switch, SwitchKind, Topology,
+    Route, Service, Switch, SwitchKind, Topology, VirtualClock,
 };
 use crate::net::{IfAddr, Mac, Prefix};
 use crate::parser;
@@ -42,7 +42,19 @@ pub const BUILTIN_KINDS: &[&str] = &[
 
 /// Attributes of each kind of target.
 pub const NODE_ATTRS: &[&str] = &[
-    "image", "packages", "memory", "cpus", "restart", "host", "hostfs", "gateway", "nics", "faults",
+    "image",
+    "packages",
+    "memory",
+    "cpus",
+    "restart",
+    "host",
+    "hostfs",
+    "gateway",
+    "nics",
+    "faults",
+    "clock",
+    "clock_offset",
+    "clock_rate",
 ];
 /// Attributes of a switch or hub.
 pub const SWITCH_ATTRS: &[&str] = &["ports", "host", "nics"];
@@ -207,8 +219,21 @@ pub struct Evaluated {
 /// Evaluates the `.vbet` file `path` (already added as file 0 of `sources`
 /// with text `text`).
 pub fn eval_file(sources: &mut Sources, path: &Path, problems: &mut Vec<Problem>) -> Evaluated {
+    let disk = crate::files::Access::Disk(Default::default());
+    eval_file_with(sources, path, &disk, problems)
+}
+
+/// Like [`eval_file`], reading included files through `files`.
+pub(crate) fn eval_file_with(
+    sources: &mut Sources,
+    path: &Path,
+    files: &crate::files::Access<'_>,
+    problems: &mut Vec<Problem>,
+) -> Evaluated {
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut ev = Eval {
+        files,
+        base_dir: base_dir.clone(),
         sources,
         problems,
         env: HashMap::new(),
@@ -233,6 +258,10 @@ pub fn eval_file(sources: &mut Sources, path: &Path, problems: &mut Vec<Problem>
 }
 
 struct Eval<'a> {
+    /// Where included files are read from.
+    files: &'a crate::files::Access<'a>,
+    /// The root file's directory.
+    base_dir: PathBuf,
     sources: &'a mut Sources,
     problems: &'a mut Vec<Problem>,
     env: HashMap<String, Value>,
@@ -370,16 +399,18 @@ impl Eval<'_> {
         let current = self.include_stack.last().cloned().unwrap_or_default();
         let dir = current.parent().map(Path::to_path_buf).unwrap_or_default();
         let full = dir.join(&rel);
-        let canon = full.canonicalize().unwrap_or_else(|_| full.clone());
-        if self
-            .include_stack
-            .iter()
-            .any(|p| p.canonicalize().unwrap_or_else(|_| p.clone()) == canon)
-        {
+        let canon = full
+            .canonicalize()
+            .unwrap_or_else(|_| crate::files::normalize(&full));
+        if self.include_stack.iter().any(|p| {
+            p.canonicalize()
+                .unwrap_or_else(|_| crate::files::normalize(p))
+                == canon
+        }) {
             self.err(ErrorKind::IncludeCycle { path: rel }, span);
             return;
         }
-        let text = match std::fs::read_to_string(&full) {
+        let text = match self.files.read(&self.base_dir, &full) {
             Ok(t) => t,
             Err(e) => {
                 self.err(
