@@ -3,7 +3,8 @@
 //! MTU-sized segments with correct checksums, and a fast VLAN trunk as
 //! tagged segments (a TAP refuses GSO behind a tag). A header switchd
 //! cannot honour for a plain port is dropped there and counted. Two
-//! switchds joined by an uplink agree on fast mode too.
+//! switchds joined by an uplink agree on fast mode too; a VXLAN trunk
+//! carries the segments.
 
 use std::time::Duration;
 
@@ -205,4 +206,47 @@ fn an_uplink_between_two_switchds_is_fast() {
     // One datagram crossed the uplink.
     let uplink = &core_api.ports()[0];
     assert_eq!(uplink.counters.unwrap().rx_frames, 1, "{uplink:?}");
+}
+
+/// A VXLAN trunk to another host carries plain frames: a superframe from
+/// a fast port crosses it as MSS-sized segments and arrives intact.
+#[test]
+fn a_superframe_crosses_a_vxlan_trunk_segmented() {
+    if !require(&[]) {
+        return;
+    }
+    let free = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (p1, p2) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = SwitchDaemon::start(
+        "switchd",
+        &dir.path().join("s1"),
+        &["--vxlan", &format!("127.0.0.1:{p1},127.0.0.1:{p2},4243")],
+    );
+    let s2 = SwitchDaemon::start(
+        "switchd",
+        &dir.path().join("s2"),
+        &["--vxlan", &format!("127.0.0.1:{p2},127.0.0.1:{p1},4243")],
+    );
+    let a = RawPort {
+        port: connect_as(&s1.ctl(), DataMode::Fast).expect("plugs in"),
+    };
+    let c = RawPort::connect(&s2.ctl());
+    s1.api().wait_ports(2);
+    s2.api().wait_ports(2);
+    let len = 6_000;
+    a.send(&superframe(len, GSO_TCPV4));
+    let pieces = collect(&c, 0);
+    assert_eq!(pieces.len(), len.div_ceil(MSS));
+    let data: Vec<u8> = pieces.iter().flat_map(|f| check_segment(f, 14)).collect();
+    assert_eq!(data, payload(len));
+    let trunk = &s1.api().ports()[0];
+    assert!(!trunk.fast, "a VXLAN trunk is plain");
+    assert_eq!(trunk.counters.unwrap().tx_frames, pieces.len() as u64);
 }
