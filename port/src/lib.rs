@@ -20,6 +20,7 @@ pub mod link;
 pub mod mac_table;
 pub mod protocol;
 pub mod server;
+pub mod snoop;
 pub mod socket;
 mod sys;
 pub mod vlan;

@@ -25,6 +25,7 @@ use vbet_port::link::{Delivery, PortLink, Sink};
 use vbet_port::mac_table::{MacTable, PortId};
 use vbet_port::protocol::{DataMode, RawSockAddr, Request};
 use vbet_port::server::{bind_private, reclaim_stale};
+use vbet_port::snoop::{self, Control, Queriers};
 use vbet_port::socket::{DATA_BUFFER_BYTES, DataSocket, PeerCred, size_buffers};
 use vbet_port::vlan::{Tagging, VlanConfig};
 use vbet_port::vnet::{self, VnetHeader};
@@ -129,6 +130,7 @@ pub struct Fabric {
     config: FabricConfig,
     ports: RwLock<BTreeMap<PortId, Arc<SwitchPort>>>,
     table: Mutex<MacTable>,
+    queriers: Mutex<Queriers>,
     capture: CaptureTap,
     retired: Mutex<pb::Counters>,
     /// Handshake and peer errors, by kind.
@@ -141,6 +143,7 @@ impl Fabric {
     pub fn new(config: FabricConfig) -> Arc<Fabric> {
         Arc::new(Fabric {
             table: Mutex::new(MacTable::new(config.mac_capacity, config.mac_aging)),
+            queriers: Mutex::default(),
             config,
             ports: RwLock::default(),
             capture: CaptureTap::default(),
@@ -438,6 +441,10 @@ impl Fabric {
             return;
         };
         self.mac_table().remove_port(id);
+        self.queriers
+            .lock()
+            .expect("queriers poisoned")
+            .remove_port(id);
         for task in port.tasks.lock().expect("tasks poisoned").drain(..) {
             task.abort();
         }
@@ -475,14 +482,30 @@ impl Fabric {
         let Some(vlan) = in_port.vlan.read().expect("vlan poisoned").classify(&frame) else {
             return in_port.link.counters().dropped(DropReason::Vlan);
         };
+        let now = Instant::now();
         let destination = decide(
             self.config.mode,
             &mut self.mac_table(),
             ingress,
             vlan,
             &frame,
-            Instant::now(),
+            now,
         );
+        // A switch steers membership reports to querier ports (a hub
+        // repeats everything).
+        let control = match self.config.mode {
+            Forwarding::Switch => snoop::classify(&frame),
+            Forwarding::Hub => None,
+        };
+        let queriers = match control {
+            Some(Control::Query) => {
+                let mut q = self.queriers.lock().expect("queriers poisoned");
+                q.heard(vlan, ingress, now);
+                None
+            }
+            Some(Control::Report) => Some(self.queriers.lock().expect("queriers poisoned")),
+            None => None,
+        };
         match destination {
             Destination::Filter => {}
             Destination::Port(id) => {
@@ -492,6 +515,11 @@ impl Fabric {
             }
             Destination::Flood => {
                 for out in ports.values().filter(|p| p.id != ingress) {
+                    if let Some(q) = &queriers
+                        && !q.leads_to_querier(vlan, out.id, now)
+                    {
+                        continue;
+                    }
                     self.emit(out, vlan, packet, &header, &frame);
                 }
             }

@@ -174,6 +174,15 @@ pub fn create(
         }
         // /proc/sys/net is the namespace of the thread that opens it: this
         // one's. The NICs exist (per-NIC keys work) and are still down.
+        // No duplicate address detection for their IPv6 link-local
+        // addresses, as for the configured ones: MACs are unique in a lab,
+        // and a thousand VMs probing at once flood every switch. The spec's
+        // own parameters come after, so they may turn it back on.
+        for tap in &taps {
+            // (A host without IPv6 has no such file: nothing to turn off.)
+            let key = format!("net.ipv6.conf.{}.accept_dad", tap.plan.name);
+            let _ = std::fs::write(crate::spec::sysctl_path(&key), "0");
+        }
         for (key, value) in &sysctls {
             std::fs::write(crate::spec::sysctl_path(key), value).map_err(|source| {
                 NicError::Io {
