@@ -9,7 +9,7 @@
 //! OSPF hellos, neighbour solicitations, router advertisements — is
 //! flooded as before: only the reports are steered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::frame::Frame;
@@ -26,9 +26,25 @@ pub enum Control {
     /// A query (IGMP 0x11, MLD 130): its port leads to a querier.
     Query,
     /// A membership report or leave (IGMP 0x12/0x16/0x17/0x22, MLD
-    /// 131/132/143): for queriers only.
-    Report,
+    /// 131/132/143): for queriers only. For MLD, what it says of the
+    /// all-routers group ff02::2, which IPv6 routers join.
+    Report(Option<AllRouters>),
 }
+
+/// What a report says of the all-routers group ff02::2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllRouters {
+    /// Its sender listens (a router).
+    Joined,
+    /// Its sender left.
+    Left,
+}
+
+/// The all-routers group ff02::2.
+const ALL_ROUTERS: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// The Ethernet address of ff02::2: router solicitations go there.
+pub const ALL_ROUTERS_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 2];
 
 /// What `frame` is, if it is an IGMP or MLD message (tagged or not).
 pub fn classify(frame: &Frame<'_>) -> Option<Control> {
@@ -54,7 +70,7 @@ fn igmp(ip: &[u8]) -> Option<Control> {
     }
     match *ip.get(header_len)? {
         0x11 => Some(Control::Query),
-        0x12 | 0x16 | 0x17 | 0x22 => Some(Control::Report),
+        0x12 | 0x16 | 0x17 | 0x22 => Some(Control::Report(None)),
         _ => None,
     }
 }
@@ -76,17 +92,52 @@ fn mld(ip: &[u8]) -> Option<Control> {
     if next != 58 {
         return None;
     }
-    match *ip.get(at)? {
+    let icmp = ip.get(at..)?;
+    match *icmp.first()? {
         130 => Some(Control::Query),
-        131 | 132 | 143 => Some(Control::Report),
+        // MLDv1: the group at byte 8.
+        131 | 132 => {
+            let about = icmp.get(8..24).is_some_and(|g| g == ALL_ROUTERS);
+            let what = if icmp[0] == 131 {
+                AllRouters::Joined
+            } else {
+                AllRouters::Left
+            };
+            Some(Control::Report(about.then_some(what)))
+        }
+        143 => Some(Control::Report(mldv2_all_routers(icmp))),
         _ => None,
     }
 }
 
-/// The ports queriers were heard on, per VLAN.
+/// What an MLDv2 report's records say of ff02::2: a record of mode
+/// EXCLUDE (2, 4) joins it, INCLUDE with no sources (1, 3) leaves it.
+fn mldv2_all_routers(icmp: &[u8]) -> Option<AllRouters> {
+    let records = u16::from_be_bytes([*icmp.get(6)?, *icmp.get(7)?]);
+    let mut at = 8;
+    let mut said = None;
+    for _ in 0..records {
+        let kind = *icmp.get(at)?;
+        let aux = usize::from(*icmp.get(at + 1)?) * 4;
+        let sources = usize::from(u16::from_be_bytes([*icmp.get(at + 2)?, *icmp.get(at + 3)?]));
+        if icmp.get(at + 4..at + 20)? == ALL_ROUTERS {
+            said = match (kind, sources) {
+                (2 | 4, _) => Some(AllRouters::Joined),
+                (1 | 3, 0) => Some(AllRouters::Left),
+                _ => said,
+            };
+        }
+        at += 20 + 16 * sources + aux;
+    }
+    said
+}
+
+/// The ports queriers were heard on, and the ports IPv6 routers reported
+/// the all-routers group on, per VLAN.
 #[derive(Debug, Default)]
 pub struct Queriers {
     heard: HashMap<(u16, PortId), Instant>,
+    routers: HashSet<(u16, PortId)>,
 }
 
 impl Queriers {
@@ -103,9 +154,25 @@ impl Queriers {
             .is_some_and(|at| now.saturating_duration_since(*at) < QUERIER_TIMEOUT)
     }
 
+    /// Notes what a report from `port` said of the all-routers group.
+    pub fn all_routers(&mut self, vlan: u16, port: PortId, said: AllRouters) {
+        match said {
+            AllRouters::Joined => self.routers.insert((vlan, port)),
+            AllRouters::Left => self.routers.remove(&(vlan, port)),
+        };
+    }
+
+    /// Whether a frame to the all-routers group (a router solicitation)
+    /// should go out of `port`: a router reported the group there, or a
+    /// querier is behind it (it may stand for more routers).
+    pub fn wants_all_routers(&self, vlan: u16, port: PortId, now: Instant) -> bool {
+        self.routers.contains(&(vlan, port)) || self.leads_to_querier(vlan, port, now)
+    }
+
     /// Forgets a port that went away.
     pub fn remove_port(&mut self, port: PortId) {
         self.heard.retain(|(_, p), _| *p != port);
+        self.routers.retain(|(_, p)| *p != port);
     }
 }
 
@@ -138,9 +205,9 @@ mod tests {
     fn mld_and_igmp_messages_are_told_apart() {
         let all_mld_routers = [0x33, 0x33, 0, 0, 0, 0x16];
         for (kind, want) in [
-            (143, Some(Control::Report)),
-            (131, Some(Control::Report)),
-            (132, Some(Control::Report)),
+            (143, Some(Control::Report(None))),
+            (131, Some(Control::Report(None))),
+            (132, Some(Control::Report(None))),
             (130, Some(Control::Query)),
             (135, None), // a neighbour solicitation is data, flooded
         ] {
@@ -150,7 +217,7 @@ mod tests {
         // Tagged.
         let mut tagged = ether(all_mld_routers, 0x8100, &[0, 10, 0x86, 0xdd]);
         tagged.extend_from_slice(&mld_packet(143));
-        assert_eq!(classify_bytes(&tagged), Some(Control::Report));
+        assert_eq!(classify_bytes(&tagged), Some(Control::Report(None)));
         // IGMPv3 report and a query, with IPv4 options (router alert).
         let igmp = |kind: u8| {
             let mut ip = vec![0x46, 0, 0, 32, 0, 0, 0, 0, 1, 2, 0, 0];
@@ -158,7 +225,7 @@ mod tests {
             ip.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
             ether([1, 0, 0x5e, 0, 0, 0x16], 0x0800, &ip)
         };
-        assert_eq!(classify_bytes(&igmp(0x22)), Some(Control::Report));
+        assert_eq!(classify_bytes(&igmp(0x22)), Some(Control::Report(None)));
         assert_eq!(classify_bytes(&igmp(0x11)), Some(Control::Query));
         // Not multicast, cut short, or not IGMP/MLD at all.
         let unicast = ether([2, 0, 0, 0, 0, 9], 0x86dd, &mld_packet(143));
@@ -167,6 +234,44 @@ mod tests {
         assert_eq!(classify_bytes(&short), None);
         let arp = ether([0xff; 6], 0x0806, &[0; 28]);
         assert_eq!(classify_bytes(&arp), None);
+    }
+
+    /// An MLDv2 report with one record of `kind` for `group`.
+    fn mldv2(kind: u8, group: [u8; 16]) -> Vec<u8> {
+        let mut ip = vec![0x60, 0, 0, 0, 0, 36, 0, 1];
+        ip.extend_from_slice(&[0; 32]);
+        ip.extend_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]);
+        ip.extend_from_slice(&[143, 0, 0, 0, 0, 0, 0, 1]);
+        ip.extend_from_slice(&[kind, 0, 0, 0]);
+        ip.extend_from_slice(&group);
+        ether([0x33, 0x33, 0, 0, 0, 0x16], 0x86dd, &ip)
+    }
+
+    #[test]
+    fn reports_of_the_all_routers_group_are_read() {
+        let mut other = ALL_ROUTERS;
+        other[15] = 0xfb;
+        for (kind, group, want) in [
+            (4, ALL_ROUTERS, Some(AllRouters::Joined)),
+            (2, ALL_ROUTERS, Some(AllRouters::Joined)),
+            (3, ALL_ROUTERS, Some(AllRouters::Left)),
+            (4, other, None),
+        ] {
+            assert_eq!(
+                classify_bytes(&mldv2(kind, group)),
+                Some(Control::Report(want)),
+                "record type {kind}"
+            );
+        }
+        let mut q = Queriers::default();
+        let now = Instant::now();
+        q.all_routers(1, 4, AllRouters::Joined);
+        assert!(q.wants_all_routers(1, 4, now));
+        assert!(!q.wants_all_routers(1, 5, now));
+        q.all_routers(1, 4, AllRouters::Left);
+        assert!(!q.wants_all_routers(1, 4, now));
+        q.heard(1, 5, now);
+        assert!(q.wants_all_routers(1, 5, now));
     }
 
     #[test]

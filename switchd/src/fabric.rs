@@ -497,13 +497,22 @@ impl Fabric {
             Forwarding::Switch => snoop::classify(&frame),
             Forwarding::Hub => None,
         };
+        let solicitation =
+            self.config.mode == Forwarding::Switch && frame.dst().0 == snoop::ALL_ROUTERS_MAC;
         let queriers = match control {
             Some(Control::Query) => {
                 let mut q = self.queriers.lock().expect("queriers poisoned");
                 q.heard(vlan, ingress, now);
                 None
             }
-            Some(Control::Report) => Some(self.queriers.lock().expect("queriers poisoned")),
+            Some(Control::Report(said)) => {
+                let mut q = self.queriers.lock().expect("queriers poisoned");
+                if let Some(said) = said {
+                    q.all_routers(vlan, ingress, said);
+                }
+                Some(q)
+            }
+            None if solicitation => Some(self.queriers.lock().expect("queriers poisoned")),
             None => None,
         };
         match destination {
@@ -515,9 +524,12 @@ impl Fabric {
             }
             Destination::Flood => {
                 for out in ports.values().filter(|p| p.id != ingress) {
-                    if let Some(q) = &queriers
-                        && !q.leads_to_querier(vlan, out.id, now)
-                    {
+                    let wanted = match &queriers {
+                        None => true,
+                        Some(q) if solicitation => q.wants_all_routers(vlan, out.id, now),
+                        Some(q) => q.leads_to_querier(vlan, out.id, now),
+                    };
+                    if !wanted {
                         continue;
                     }
                     self.emit(out, vlan, packet, &header, &frame);

@@ -78,6 +78,57 @@ fn reports_go_to_querier_ports_only() {
     assert!(got_before_sentinel(&c, mac_a, 135, b"third"));
 }
 
+/// An MLDv2 report from `src` joining the all-routers group ff02::2.
+fn joins_all_routers(src: [u8; 6]) -> Vec<u8> {
+    let mut f = ALL_MLD_ROUTERS.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 36, 0, 1]);
+    f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, src[5]]);
+    f.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16]);
+    f.extend_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]);
+    f.extend_from_slice(&[143, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[
+        4, 0, 0, 0, 0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+    ]);
+    f
+}
+
+#[test]
+fn router_solicitations_go_to_routers_only() {
+    if !require(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sw = SwitchDaemon::start("switchd", &dir.path().join("sw"), &[]);
+    let (host, other, router) = (
+        RawPort::connect(&sw.ctl()),
+        RawPort::connect(&sw.ctl()),
+        RawPort::connect(&sw.ctl()),
+    );
+    let (mac_h, mac_r) = ([2, 0, 0, 0, 0x5f, 1], [2, 0, 0, 0, 0x5f, 3]);
+    let all_routers = [0x33, 0x33, 0, 0, 0, 2];
+
+    // No router yet: a solicitation reaches nobody.
+    host.send(&icmpv6(all_routers, mac_h, 133));
+    host.send(&test_frame([0xff; 6], mac_h, b"first"));
+    assert!(!got_before_sentinel(&other, mac_h, 133, b"first"));
+    assert!(!got_before_sentinel(&router, mac_h, 133, b"first"));
+
+    // A router joins ff02::2; then solicitations reach it, and only it.
+    router.send(&joins_all_routers(mac_r));
+    router.send(&test_frame([0xff; 6], mac_r, b"joined"));
+    other
+        .recv_matching(Duration::from_secs(5), |f| {
+            f[6..12] == mac_r && f[14..20] == *b"joined"
+        })
+        .expect("the router's sentinel");
+    host.send(&icmpv6(all_routers, mac_h, 133));
+    host.send(&test_frame([0xff; 6], mac_h, b"second"));
+    assert!(got_before_sentinel(&router, mac_h, 133, b"second"));
+    assert!(!got_before_sentinel(&other, mac_h, 133, b"second"));
+}
+
 #[test]
 fn a_hub_repeats_reports_too() {
     if !require(&[]) {
