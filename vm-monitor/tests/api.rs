@@ -126,3 +126,62 @@ async fn signal_freeze_thaw_and_events() {
     drop((client, events, replies, health));
     assert!(vm.stop().success());
 }
+
+#[tokio::test]
+async fn freeze_stops_a_counting_program_and_thaw_resumes_it() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let name = unique("frz");
+    let mut s = spec("frz", &name, dir.path());
+    s.hostfs = vec![vm_monitor::spec::Share {
+        src: shared.path().to_owned(),
+        dst: "/mnt/count".into(),
+        mode: vm_monitor::spec::ShareMode::Rw,
+    }];
+    let (mut vm, mut client) = TestVm::start(s, dir.path()).await;
+    // A counter the host can read without entering the VM.
+    sh(
+        &mut client,
+        "(i=0; while true; do i=$((i+1)); echo $i > /mnt/count/n.tmp; mv /mnt/count/n.tmp /mnt/count/n; done) >/dev/null 2>&1 &",
+    )
+    .await;
+    let count = || {
+        std::fs::read_to_string(shared.path().join("n"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let moving = |from: u64| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if count().is_some_and(|n| n > from + 10) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    assert!(moving(0).await, "the counter never counted");
+
+    let frozen = client
+        .freeze(pb::FreezeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(frozen.state, pb::VmState::Frozen as i32);
+    // Frozen: over a window of half a second, not one step.
+    let at_freeze = count().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count().unwrap(), at_freeze, "a frozen VM kept counting");
+
+    client.thaw(pb::ThawRequest {}).await.unwrap();
+    assert!(
+        moving(at_freeze).await,
+        "the counter did not resume after thaw"
+    );
+    vm.stop();
+}
