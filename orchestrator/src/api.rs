@@ -32,8 +32,12 @@ impl OrchestratorService {
 
 /// Who answers for a node: its monitor, or (on another host) that
 /// host's orchestrator.
+/// A client of a node's monitor.
+type MonitorClient =
+    vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<tonic::transport::Channel>;
+
 enum NodeClient {
-    Here(vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient<tonic::transport::Channel>),
+    Here(MonitorClient),
     Peer(crate::client::Client),
 }
 
@@ -61,6 +65,29 @@ impl OrchestratorService {
                     node.node
                 ))
             })
+    }
+}
+
+impl OrchestratorService {
+    /// Passes a call about a node to its monitor (`here`), or to the peer
+    /// orchestrator that runs it (`peer`, which notes its own events). A
+    /// call answered here becomes the lab event `event` gives, if any.
+    async fn pass<T>(
+        &self,
+        node: Option<&pb::NodeRef>,
+        here: impl AsyncFnOnce(MonitorClient) -> Result<Response<T>, Status>,
+        peer: impl AsyncFnOnce(crate::client::Client) -> Result<Response<T>, Status>,
+        event: impl FnOnce(&T) -> Option<(&'static str, String)>,
+    ) -> Result<Response<T>, Status> {
+        let client = match self.monitor(node).await? {
+            NodeClient::Here(client) => client,
+            NodeClient::Peer(client) => return peer(client).await,
+        };
+        let reply = here(client).await?;
+        if let (Some(node), Some((kind, message))) = (node, event(reply.get_ref())) {
+            self.inner.emit(&node.lab, &node.node, kind, &message);
+        }
+        Ok(reply)
     }
 }
 
@@ -308,22 +335,14 @@ impl Service for OrchestratorService {
         request: Request<pb::AddFaultRequest>,
     ) -> Result<Response<vm_pb::FaultRule>, Status> {
         let req = request.into_inner();
-        let rule = match self.monitor(req.node.as_ref()).await? {
-            NodeClient::Here(mut client) => client
-                .add_fault(vm_pb::AddFaultRequest { rule: req.rule })
-                .await?
-                .into_inner(),
-            NodeClient::Peer(mut peer) => return peer.add_fault(req).await,
-        };
-        if let Some(node) = &req.node {
-            self.inner.emit(
-                &node.lab,
-                &node.node,
-                "fault",
-                &format!("rule {} added: {}", rule.id, rule.syscall),
-            );
-        }
-        Ok(Response::new(rule))
+        let rule = req.rule.clone();
+        self.pass(
+            req.node.as_ref(),
+            async |mut c| c.add_fault(vm_pb::AddFaultRequest { rule }).await,
+            async |mut p| p.add_fault(req.clone()).await,
+            |rule| Some(("fault", format!("rule {} added: {}", rule.id, rule.syscall))),
+        )
+        .await
     }
 
     async fn list_faults(
@@ -331,15 +350,13 @@ impl Service for OrchestratorService {
         request: Request<pb::NodeRef>,
     ) -> Result<Response<vm_pb::ListFaultsReply>, Status> {
         let node = request.into_inner();
-        match self.monitor(Some(&node)).await? {
-            NodeClient::Here(mut client) => Ok(Response::new(
-                client
-                    .list_faults(vm_pb::ListFaultsRequest {})
-                    .await?
-                    .into_inner(),
-            )),
-            NodeClient::Peer(mut peer) => peer.list_faults(node).await,
-        }
+        self.pass(
+            Some(&node),
+            async |mut c| c.list_faults(vm_pb::ListFaultsRequest {}).await,
+            async |mut p| p.list_faults(node.clone()).await,
+            |_| None,
+        )
+        .await
     }
 
     async fn remove_fault(
@@ -347,22 +364,14 @@ impl Service for OrchestratorService {
         request: Request<pb::RemoveFaultRequest>,
     ) -> Result<Response<vm_pb::RemoveFaultReply>, Status> {
         let req = request.into_inner();
-        let reply = match self.monitor(req.node.as_ref()).await? {
-            NodeClient::Here(mut client) => client
-                .remove_fault(vm_pb::RemoveFaultRequest { id: req.id })
-                .await?
-                .into_inner(),
-            NodeClient::Peer(mut peer) => return peer.remove_fault(req).await,
-        };
-        if let Some(node) = &req.node {
-            self.inner.emit(
-                &node.lab,
-                &node.node,
-                "fault",
-                &format!("rule {} removed", req.id),
-            );
-        }
-        Ok(Response::new(reply))
+        let id = req.id;
+        self.pass(
+            req.node.as_ref(),
+            async |mut c| c.remove_fault(vm_pb::RemoveFaultRequest { id }).await,
+            async |mut p| p.remove_fault(req.clone()).await,
+            |_| Some(("fault", format!("rule {id} removed"))),
+        )
+        .await
     }
 
     async fn trace_on(
@@ -370,16 +379,13 @@ impl Service for OrchestratorService {
         request: Request<pb::NodeRef>,
     ) -> Result<Response<vm_pb::TraceState>, Status> {
         let node = request.into_inner();
-        let state = match self.monitor(Some(&node)).await? {
-            NodeClient::Here(mut client) => client
-                .trace_on(vm_pb::TraceOnRequest {})
-                .await?
-                .into_inner(),
-            NodeClient::Peer(mut peer) => return peer.trace_on(node).await,
-        };
-        self.inner
-            .emit(&node.lab, &node.node, "trace", "syscall tracing on");
-        Ok(Response::new(state))
+        self.pass(
+            Some(&node),
+            async |mut c| c.trace_on(vm_pb::TraceOnRequest {}).await,
+            async |mut p| p.trace_on(node.clone()).await,
+            |_| Some(("trace", "syscall tracing on".to_owned())),
+        )
+        .await
     }
 
     async fn trace_off(
@@ -387,16 +393,13 @@ impl Service for OrchestratorService {
         request: Request<pb::NodeRef>,
     ) -> Result<Response<vm_pb::TraceState>, Status> {
         let node = request.into_inner();
-        let state = match self.monitor(Some(&node)).await? {
-            NodeClient::Here(mut client) => client
-                .trace_off(vm_pb::TraceOffRequest {})
-                .await?
-                .into_inner(),
-            NodeClient::Peer(mut peer) => return peer.trace_off(node).await,
-        };
-        self.inner
-            .emit(&node.lab, &node.node, "trace", "syscall tracing off");
-        Ok(Response::new(state))
+        self.pass(
+            Some(&node),
+            async |mut c| c.trace_off(vm_pb::TraceOffRequest {}).await,
+            async |mut p| p.trace_off(node.clone()).await,
+            |_| Some(("trace", "syscall tracing off".to_owned())),
+        )
+        .await
     }
 
     type TraceStream = BoxStream<vm_pb::TraceBatch>;
@@ -406,12 +409,15 @@ impl Service for OrchestratorService {
         request: Request<pb::NodeRef>,
     ) -> Result<Response<Self::TraceStream>, Status> {
         let node = request.into_inner();
-        let stream = match self.monitor(Some(&node)).await? {
-            NodeClient::Here(mut client) => {
-                client.trace(vm_pb::TraceRequest {}).await?.into_inner()
-            }
-            NodeClient::Peer(mut peer) => peer.trace(node).await?.into_inner(),
-        };
+        let stream = self
+            .pass(
+                Some(&node),
+                async |mut c| c.trace(vm_pb::TraceRequest {}).await,
+                async |mut p| p.trace(node.clone()).await,
+                |_| None,
+            )
+            .await?
+            .into_inner();
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -421,22 +427,21 @@ impl Service for OrchestratorService {
     ) -> Result<Response<vm_pb::ClockState>, Status> {
         let req = request.into_inner();
         let clock = req.clock.unwrap_or_default();
-        let state = match self.monitor(req.node.as_ref()).await? {
-            NodeClient::Here(mut client) => client.set_clock(clock).await?.into_inner(),
-            NodeClient::Peer(mut peer) => return peer.set_clock(req).await,
-        };
-        if let Some(node) = &req.node {
-            self.inner.emit(
-                &node.lab,
-                &node.node,
-                "clock",
-                &format!(
-                    "clock set: {:+.3} s from the host's, rate {}",
-                    state.realtime_offset, state.rate
-                ),
-            );
-        }
-        Ok(Response::new(state))
+        self.pass(
+            req.node.as_ref(),
+            async |mut c| c.set_clock(clock).await,
+            async |mut p| p.set_clock(req.clone()).await,
+            |state| {
+                Some((
+                    "clock",
+                    format!(
+                        "clock set: {:+.3} s from the host's, rate {}",
+                        state.realtime_offset, state.rate
+                    ),
+                ))
+            },
+        )
+        .await
     }
 
     async fn get_clock(
@@ -444,15 +449,13 @@ impl Service for OrchestratorService {
         request: Request<pb::NodeRef>,
     ) -> Result<Response<vm_pb::ClockState>, Status> {
         let node = request.into_inner();
-        match self.monitor(Some(&node)).await? {
-            NodeClient::Here(mut client) => Ok(Response::new(
-                client
-                    .get_clock(vm_pb::GetClockRequest {})
-                    .await?
-                    .into_inner(),
-            )),
-            NodeClient::Peer(mut peer) => peer.get_clock(node).await,
-        }
+        self.pass(
+            Some(&node),
+            async |mut c| c.get_clock(vm_pb::GetClockRequest {}).await,
+            async |mut p| p.get_clock(node.clone()).await,
+            |_| None,
+        )
+        .await
     }
 
     async fn read_log(

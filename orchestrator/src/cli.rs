@@ -963,50 +963,18 @@ async fn trace(
     action: TraceAction,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
     let (lab, node) = split_target(client, target).await?;
     let node = pb::NodeRef { lab, node };
     let state = match action {
         TraceAction::On => client.trace_on(node).await,
         TraceAction::Off => client.trace_off(node).await,
         TraceAction::Stream => {
-            let mut stream = client
+            let stream = client
                 .trace(node)
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
-            let mut dropped = 0;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            while let Some(batch) = stream
-                .message()
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-            {
-                if batch.dropped > dropped && !json {
-                    writeln!(
-                        out,
-                        "... {} events dropped (reading too slowly)",
-                        batch.dropped - dropped
-                    )?;
-                }
-                dropped = dropped.max(batch.dropped);
-                for e in &batch.events {
-                    if json {
-                        let line = serde_json::json!({"time_us": e.time_us, "vm": e.vm,
-                            "pid": e.pid, "host_pid": e.host_pid, "command": e.command,
-                            "syscall": e.syscall, "args": e.args, "ret": e.ret,
-                            "error": e.error, "duration_ns": e.duration_ns,
-                            "no_return": e.no_return, "dropped": dropped});
-                        writeln!(out, "{line}")?;
-                    } else {
-                        writeln!(out, "{}", vm_monitor::cli::format_trace_event(e))?;
-                    }
-                }
-                // A closed pipe (`| head`) ends the stream quietly.
-                if out.flush().is_err() {
-                    break;
-                }
-            }
+            vm_monitor::cli::print_trace(stream, json).await?;
             return Ok(ExitCode::SUCCESS);
         }
     }

@@ -530,9 +530,51 @@ pub fn format_trace_event(e: &vbet_proto::vbet::vm::v1::TraceEvent) -> String {
     )
 }
 
+/// Prints a trace stream to stdout until it ends: strace-like lines
+/// ([`format_trace_event`]), or JSON lines with `json`; a note where
+/// events were lost (in JSON, each line's `dropped`). A closed stdout
+/// (`| head`) ends it quietly.
+pub async fn print_trace(
+    mut stream: tonic::Streaming<vbet_proto::vbet::vm::v1::TraceBatch>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut dropped = 0;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while let Some(batch) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+    {
+        if batch.dropped > dropped && !json {
+            writeln!(
+                out,
+                "... {} events dropped (reading too slowly)",
+                batch.dropped - dropped
+            )?;
+        }
+        dropped = dropped.max(batch.dropped);
+        for e in &batch.events {
+            if json {
+                let line = serde_json::json!({"time_us": e.time_us, "vm": e.vm,
+                    "pid": e.pid, "host_pid": e.host_pid, "command": e.command,
+                    "syscall": e.syscall, "args": e.args, "ret": e.ret,
+                    "error": e.error, "duration_ns": e.duration_ns,
+                    "no_return": e.no_return, "dropped": dropped});
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "{}", format_trace_event(e))?;
+            }
+        }
+        if out.flush().is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// `vm-monitor trace`.
 pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    use std::io::Write;
     use vbet_proto::vbet::vm::v1 as pb;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -566,31 +608,12 @@ pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
                     .into_inner(),
             ),
             TraceAction::Stream => {
-                let mut stream = client
+                let stream = client
                     .trace(pb::TraceRequest {})
                     .await
                     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                     .into_inner();
-                let mut dropped = 0;
-                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                while let Some(batch) = stream
-                    .message()
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                {
-                    if batch.dropped > dropped {
-                        writeln!(
-                            out,
-                            "... {} events dropped (reading too slowly)",
-                            batch.dropped - dropped
-                        )?;
-                        dropped = batch.dropped;
-                    }
-                    for e in &batch.events {
-                        writeln!(out, "{}", format_trace_event(e))?;
-                    }
-                    out.flush()?;
-                }
+                print_trace(stream, false).await?;
             }
         }
         Ok(())
