@@ -1177,19 +1177,9 @@ impl Orchestrator {
                     .iter()
                     .find(|p| p.description == wanted)
                     .ok_or_else(|| fail(format!("switch {a} has no port {wanted:?}")))?;
-                let channel = vbet_proto::connect_unix(&api)
+                set_port_both_ways(&api, port.id, state, impairment)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
-                SwitchClient::new(channel)
-                    .set_port(sw_pb::SetPortRequest {
-                        id: port.id,
-                        state: state.map(|s| s as i32),
-                        ingress: impairment,
-                        egress: impairment,
-                        vlan: None,
-                    })
-                    .await
-                    .map_err(|e| fail(e.message().to_owned()))?;
+                    .map_err(fail)?;
             }
             return Ok(());
         };
@@ -1202,19 +1192,9 @@ impl Orchestrator {
             let Some(port) = ports.iter().find(|p| p.description == wanted) else {
                 continue;
             };
-            let channel = vbet_proto::connect_unix(&api)
+            set_port_both_ways(&api, port.id, state, impairment)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
-            SwitchClient::new(channel)
-                .set_port(sw_pb::SetPortRequest {
-                    id: port.id,
-                    state: state.map(|s| s as i32),
-                    ingress: impairment,
-                    egress: impairment,
-                    vlan: None,
-                })
-                .await
-                .map_err(|e| fail(e.message().to_owned()))?;
+                .map_err(fail)?;
             return Ok(());
         }
         Err(fail("no uplink port found for it".into()))
@@ -1512,6 +1492,30 @@ async fn vm_status(api: &Path) -> Result<vm_pb::VmStatus, tonic::Status> {
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     Ok(client.status(vm_pb::StatusRequest {}).await?.into_inner())
+}
+
+/// Sets port `id` of the switch whose API is `api`: its state, and the
+/// same impairment both ways (a cable between switches).
+async fn set_port_both_ways(
+    api: &Path,
+    id: u32,
+    state: Option<port_pb::LinkState>,
+    impairment: Option<port_pb::Impairment>,
+) -> Result<(), String> {
+    let channel = vbet_proto::connect_unix(api)
+        .await
+        .map_err(|e| e.to_string())?;
+    SwitchClient::new(channel)
+        .set_port(sw_pb::SetPortRequest {
+            id,
+            state: state.map(|s| s as i32),
+            ingress: impairment,
+            egress: impairment,
+            vlan: None,
+        })
+        .await
+        .map_err(|e| e.message().to_owned())?;
+    Ok(())
 }
 
 async fn switch_ports(api: &Path) -> Result<Vec<sw_pb::Port>, tonic::Status> {

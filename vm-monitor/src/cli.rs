@@ -212,17 +212,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `vm-monitor exec`: streams stdin to the command and its output back;
-/// returns its exit code.
-pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+/// Runs `f` with a client of the VM's API socket `api`, on a runtime of
+/// its own (the CLI's commands are one call or one stream each).
+fn with_client<T>(
+    api: &std::path::Path,
+    f: impl AsyncFnOnce(crate::client::MonitorClient) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("async runtime")?;
     rt.block_on(async {
-        let mut client = crate::client::connect(&args.api)
+        let client = crate::client::connect(api)
             .await
-            .with_context(|| format!("connecting to {}", args.api.display()))?;
+            .with_context(|| format!("connecting to {}", api.display()))?;
+        f(client).await
+    })
+}
+
+/// `vm-monitor exec`: streams stdin to the command and its output back;
+/// returns its exit code.
+pub fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+    with_client(&args.api, async |mut client| {
         crate::client::exec_stdio(&mut client, &args.argv, args.tty)
             .await
             .context("exec")
@@ -413,14 +424,7 @@ pub fn describe_rule(r: &vbet_proto::vbet::vm::v1::FaultRule) -> String {
 /// `vm-monitor fault`.
 pub fn fault(args: FaultArgs) -> anyhow::Result<()> {
     use vbet_proto::vbet::vm::v1 as pb;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("async runtime")?;
-    rt.block_on(async {
-        let mut client = crate::client::connect(&args.api)
-            .await
-            .with_context(|| format!("connecting to {}", args.api.display()))?;
+    with_client(&args.api, async |mut client| {
         match &args.action {
             FaultAction::Add(add) => {
                 let rule = client
@@ -576,14 +580,7 @@ pub async fn print_trace(
 /// `vm-monitor trace`.
 pub fn trace(args: TraceArgs) -> anyhow::Result<()> {
     use vbet_proto::vbet::vm::v1 as pb;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("async runtime")?;
-    rt.block_on(async {
-        let mut client = crate::client::connect(&args.api)
-            .await
-            .with_context(|| format!("connecting to {}", args.api.display()))?;
+    with_client(&args.api, async |mut client| {
         let state = |s: pb::TraceState| {
             println!(
                 "tracing {} ({} syscalls traced, {} events dropped by slow clients)",
@@ -638,14 +635,7 @@ pub struct ClockArgs {
 /// `vm-monitor clock`: prints the clock (after the change, if any).
 pub fn clock(args: ClockArgs) -> anyhow::Result<()> {
     use vbet_proto::vbet::vm::v1 as pb;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("async runtime")?;
-    rt.block_on(async {
-        let mut client = crate::client::connect(&args.api)
-            .await
-            .with_context(|| format!("connecting to {}", args.api.display()))?;
+    with_client(&args.api, async |mut client| {
         let state = if args.offset.is_some() || args.rate.is_some() {
             client
                 .set_clock(pb::SetClockRequest {

@@ -8,8 +8,11 @@ use tonic::transport::{Channel, Endpoint};
 use vbet_proto::vbet::vm::v1 as pb;
 use vbet_proto::vbet::vm::v1::vm_monitor_client::VmMonitorClient;
 
+/// A client of a VM's API.
+pub type MonitorClient = VmMonitorClient<Channel>;
+
 /// Connects to the API socket of a VM.
-pub async fn connect(socket: &Path) -> Result<VmMonitorClient<Channel>, tonic::transport::Error> {
+pub async fn connect(socket: &Path) -> Result<MonitorClient, tonic::transport::Error> {
     let socket: PathBuf = socket.to_owned();
     let channel = Endpoint::from_static("http://vm-monitor.invalid")
         .connect_with_connector(tower::service_fn(move |_| {
