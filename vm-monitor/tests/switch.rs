@@ -237,6 +237,81 @@ async fn two_vms_on_switchd() {
     two_vms_ping_over("switchd", false).await;
 }
 
+/// A User-Mode Linux guest with the host's root (hostfs) and `init` as its
+/// init, its eth0 on the switch at `ctl`; its console is read until a
+/// line with VBET-DONE.
+/// Ended (its process group killed) when dropped, so a failed assertion
+/// leaves no kernel behind.
+struct UmlGuest {
+    child: std::process::Child,
+    reader: Option<std::thread::JoinHandle<String>>,
+}
+
+impl UmlGuest {
+    fn start(uml: &Path, dir: &Path, init: &Path, mem: &str, mac: &str, ctl: &Path) -> UmlGuest {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        std::fs::set_permissions(init, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut child = Command::new(uml)
+            .arg(format!("umid={}", unique("g")))
+            .arg(format!("uml_dir={}", dir.display()))
+            .arg(format!("mem={mem}"))
+            .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw"])
+            .arg(format!("init={}", init.display()))
+            .arg(format!("eth0=daemon,{mac},unix,{}", ctl.display()))
+            .args(["con=null", "con0=fd:0,fd:1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            // Its own process group: a UML kernel is several host processes.
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut seen = String::new();
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("VBET-DONE") {
+                    break;
+                }
+            }
+            seen
+        });
+        UmlGuest {
+            child,
+            reader: Some(reader),
+        }
+    }
+
+    /// Its console up to VBET-DONE (or what came within `timeout`); the
+    /// guest is ended either way.
+    async fn output(mut self, timeout: Duration) -> String {
+        let reader = self.reader.take().unwrap();
+        let deadline = std::time::Instant::now() + timeout;
+        while !reader.is_finished() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(self);
+        reader.join().unwrap()
+    }
+}
+
+impl Drop for UmlGuest {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+    }
+}
+
 /// A real peer: a User-Mode Linux guest on the same uml_switch pings the
 /// VM.
 #[tokio::test]
@@ -281,57 +356,15 @@ async fn vm_and_uml_guest_on_uml_switch() {
          halt -f\n",
     )
     .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let umid = unique("g");
-    let mut guest = Command::new(uml);
-    guest
-        .arg(format!("umid={umid}"))
-        .arg(format!("uml_dir={}", dir.path().display()))
-        .arg("mem=64M")
-        .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw"])
-        .arg(format!("init={}", init.display()))
-        .arg(format!(
-            "eth0=daemon,02:00:00:81:00:02,unix,{}",
-            switch.ctl.display()
-        ))
-        .args(["con=null", "con0=fd:0,fd:1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    {
-        use std::os::unix::process::CommandExt;
-        // Its own process group: a UML kernel is several host processes.
-        guest.process_group(0);
-    }
-    let mut guest = guest.spawn().unwrap();
-    let pgid = guest.id() as i32;
-    let stdout = guest.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut seen = String::new();
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("VBET-DONE") {
-                break;
-            }
-        }
-        seen
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !reader.is_finished() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pgid),
-        nix::sys::signal::Signal::SIGKILL,
+    let guest = UmlGuest::start(
+        &uml,
+        dir.path(),
+        &init,
+        "64M",
+        "02:00:00:81:00:02",
+        &switch.ctl,
     );
-    let _ = guest.wait();
-    let output = reader.join().unwrap();
+    let output = guest.output(Duration::from_secs(60)).await;
     assert!(
         output.contains("VBET-PING-OK"),
         "the UML guest got no reply:\n{output}"
@@ -519,46 +552,14 @@ async fn vm_and_uml_guest_on_switchd_exchange_tcp_intact() {
          halt -f\n",
     )
     .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let umid = unique("g");
-    let mut guest = Command::new(uml);
-    guest
-        .arg(format!("umid={umid}"))
-        .arg(format!("uml_dir={}", dir.path().display()))
-        .arg("mem=96M")
-        .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw"])
-        .arg(format!("init={}", init.display()))
-        .arg(format!(
-            "eth0=daemon,02:00:00:84:00:02,unix,{}",
-            switch.ctl.display()
-        ))
-        .args(["con=null", "con0=fd:0,fd:1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    {
-        use std::os::unix::process::CommandExt;
-        guest.process_group(0);
-    }
-    let mut guest = guest.spawn().unwrap();
-    let pgid = guest.id() as i32;
-    let stdout = guest.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut seen = String::new();
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("VBET-DONE") {
-                break;
-            }
-        }
-        seen
-    });
+    let guest = UmlGuest::start(
+        &uml,
+        dir.path(),
+        &init,
+        "96M",
+        "02:00:00:84:00:02",
+        &switch.ctl,
+    );
 
     // Once the guest has plugged in: the VM's port is fast, the guest's
     // plain.
@@ -580,16 +581,7 @@ async fn vm_and_uml_guest_on_switchd_exchange_tcp_intact() {
     let sent = send_random(&mut client, 4 << 20, "10.84.0.2", 5000).await;
     let port = switch_ports(dir.path()).await;
     let from_guest = received_digest(&mut client, 5001).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !reader.is_finished() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pgid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = guest.wait();
-    let output = reader.join().unwrap();
+    let output = guest.output(Duration::from_secs(60)).await;
     let field = |tag: &str| {
         output
             .lines()
