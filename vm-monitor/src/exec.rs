@@ -551,3 +551,35 @@ pub async fn start_command(procs: &Processes, line: &str) -> Result<i32, ExecErr
     });
     Ok(pid)
 }
+
+/// Runs a health command (`/bin/sh -c LINE`, no input, output dropped)
+/// and says whether it exited 0 within `timeout`; one that overruns is
+/// killed.
+pub async fn check_command(procs: &Processes, line: &str, timeout: Duration) -> bool {
+    let start = pb::ExecStart {
+        argv: vec!["/bin/sh".into(), "-c".into(), line.into()],
+        ..Default::default()
+    };
+    let Ok((in_r, in_w)) = pipe() else {
+        return false;
+    };
+    drop(in_w);
+    let Ok((out_r, out_w)) = pipe() else {
+        return false;
+    };
+    drop(out_r);
+    let Ok(err_w) = out_w.try_clone() else {
+        return false;
+    };
+    let Ok((pid, _, exit)) = procs.spawn(&start, vec![in_r, out_w, err_w]).await else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, exit).await {
+        Ok(Ok((code, signal))) => code == 0 && signal == 0,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            let _ = procs.signal(pid, libc::SIGKILL).await;
+            false
+        }
+    }
+}

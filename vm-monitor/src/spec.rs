@@ -81,7 +81,7 @@ pub struct VmSpec {
 /// init over its channel; an init that does not answer within `timeout`
 /// seconds (and is not frozen) is hung: the monitor kills it, which ends
 /// the VM, and the restart policy decides what follows.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WatchdogSpec {
     /// Seconds between checks; 0 = off (the default).
@@ -90,6 +90,11 @@ pub struct WatchdogSpec {
     /// Seconds an answer may take (default 5).
     #[serde(default = "default_watchdog_timeout")]
     pub timeout: f64,
+    /// A health command (`/bin/sh -c`, in the guest) run at each check
+    /// once the init has answered: it must exit 0 within `timeout`.
+    /// Three failures in a row make the VM unhealthy: handled as hung.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 fn default_watchdog_timeout() -> f64 {
@@ -99,6 +104,7 @@ fn default_watchdog_timeout() -> f64 {
 impl Default for WatchdogSpec {
     fn default() -> Self {
         WatchdogSpec {
+            health: None,
             interval: 0.0,
             timeout: default_watchdog_timeout(),
         }

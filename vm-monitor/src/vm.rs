@@ -579,6 +579,7 @@ pub async fn run(
             vm.clone(),
             Duration::from_secs_f64(spec.watchdog.interval),
             Duration::from_secs_f64(spec.watchdog.timeout),
+            spec.watchdog.health.clone(),
         ))
     });
     ready(&vm);
@@ -652,23 +653,43 @@ pub async fn run(
     Ok(ended)
 }
 
-/// Pings the guest init every `interval`; kills a hung one (no answer
-/// within `timeout`, not frozen), which ends the VM's run.
-async fn watchdog(vm: Arc<Vm>, interval: Duration, timeout: Duration) {
+/// Pings the guest init every `interval`, then runs the `health`
+/// command if there is one; kills a hung init (no answer within
+/// `timeout`, not frozen) or that of an unhealthy VM (three failed health
+/// checks in a row), which ends the VM's run.
+async fn watchdog(vm: Arc<Vm>, interval: Duration, timeout: Duration, health: Option<String>) {
+    /// Failed health checks in a row that make a VM unhealthy.
+    const UNHEALTHY_AFTER: u32 = 3;
+    let mut failures = 0;
     loop {
         tokio::time::sleep(interval).await;
         let mut state = vm.state.subscribe();
         if *state.borrow_and_update() != pb::VmState::Running {
             continue;
         }
-        if vm.procs.ping(timeout).await {
-            continue;
-        }
-        // Frozen (or thawed, or stopping) meanwhile: not hung.
+        let answered = vm.procs.ping(timeout).await;
+        let healthy = match &health {
+            Some(line) if answered => crate::exec::check_command(&vm.procs, line, timeout).await,
+            _ => true,
+        };
+        // Frozen (or thawed, or stopping) meanwhile: not hung, not ill.
         if state.has_changed().unwrap_or(true) {
+            failures = 0;
             continue;
         }
-        tracing::error!(vm = %vm.spec.name, ?timeout, "watchdog: the guest init is hung; killing it");
+        if !answered {
+            tracing::error!(vm = %vm.spec.name, ?timeout, "watchdog: the guest init is hung; killing it");
+        } else if healthy {
+            failures = 0;
+            continue;
+        } else {
+            failures += 1;
+            tracing::warn!(vm = %vm.spec.name, failures, "watchdog: the health command failed");
+            if failures < UNHEALTHY_AFTER {
+                continue;
+            }
+            tracing::error!(vm = %vm.spec.name, "watchdog: the VM is unhealthy; killing its init");
+        }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(vm.init_pid as i32),
             nix::sys::signal::Signal::SIGKILL,

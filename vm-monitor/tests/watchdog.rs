@@ -67,3 +67,48 @@ async fn a_hung_init_is_killed_and_the_vm_boots_again() {
     assert!(log.contains("watchdog: the guest init is hung"), "{log}");
     vm.stop();
 }
+
+#[tokio::test]
+async fn an_unhealthy_vm_boots_again() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec("t", &unique("hc"), dir.path());
+    spec.restart = RestartPolicy::Always;
+    spec.watchdog.interval = 0.2;
+    spec.watchdog.timeout = 2.0;
+    spec.watchdog.health = Some("test -e /run/healthy".into());
+    spec.commands = vec!["touch /run/healthy".into()];
+    let (mut vm, mut client) = TestVm::start(spec.clone(), dir.path()).await;
+    let first = client
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Healthy for a dozen checks: the same init.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let now = status(&spec).await.unwrap();
+    assert_eq!(now.init_pid, first.init_pid, "a healthy VM was restarted");
+
+    // Ill: after three failed checks, killed and booted again.
+    sh(&mut client, "rm /run/healthy").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = status(&spec).await
+            && s.init_pid != first.init_pid
+            && s.state == pb::VmState::Running as i32
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unhealthy VM did not boot again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join(format!("{}.log", spec.name))).unwrap();
+    assert!(log.contains("watchdog: the VM is unhealthy"), "{log}");
+    vm.stop();
+}
