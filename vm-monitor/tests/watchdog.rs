@@ -14,6 +14,25 @@ async fn status(spec: &vm_monitor::spec::VmSpec) -> Option<pb::VmStatus> {
     Some(client.status(pb::StatusRequest {}).await.ok()?.into_inner())
 }
 
+/// Waits (30 s at most) until the VM runs again with another init than
+/// `first`'s; returns its status.
+async fn booted_again(spec: &vm_monitor::spec::VmSpec, first: &pb::VmStatus) -> pb::VmStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = status(spec).await
+            && s.init_pid != first.init_pid
+            && s.state == pb::VmState::Running as i32
+        {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the VM did not boot again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_hung_init_is_killed_and_the_vm_boots_again() {
     if !can_run() {
@@ -49,20 +68,8 @@ async fn a_hung_init_is_killed_and_the_vm_boots_again() {
         nix::sys::signal::Signal::SIGSTOP,
     )
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = status(&spec).await {
-            if s.init_pid != first.init_pid && s.state == pb::VmState::Running as i32 {
-                assert_eq!(s.monitor_pid, first.monitor_pid);
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the VM did not boot again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let again = booted_again(&spec, &first).await;
+    assert_eq!(again.monitor_pid, first.monitor_pid);
     let log = std::fs::read_to_string(dir.path().join(format!("{}.log", spec.name))).unwrap();
     assert!(log.contains("watchdog: the guest init is hung"), "{log}");
     vm.stop();
@@ -94,20 +101,7 @@ async fn an_unhealthy_vm_boots_again() {
 
     // Ill: after three failed checks, killed and booted again.
     sh(&mut client, "rm /run/healthy").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = status(&spec).await
-            && s.init_pid != first.init_pid
-            && s.state == pb::VmState::Running as i32
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the unhealthy VM did not boot again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    booted_again(&spec, &first).await;
     let log = std::fs::read_to_string(dir.path().join(format!("{}.log", spec.name))).unwrap();
     assert!(log.contains("watchdog: the VM is unhealthy"), "{log}");
     vm.stop();
