@@ -10,6 +10,7 @@ use pcap_file::Endianness;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use tokio::sync::broadcast;
 
+use crate::fanout::Fanout;
 use crate::mac_table::PortId;
 
 /// Frames buffered per listener before a slow one starts missing frames.
@@ -50,16 +51,18 @@ impl Captured {
     }
 }
 
-/// The fan-out point of captured frames.
+/// The fan-out point of captured frames (its buffers made on the first
+/// capture).
 #[derive(Debug, Clone)]
 pub struct CaptureTap {
-    tx: broadcast::Sender<Captured>,
+    tx: Arc<Fanout<Captured>>,
 }
 
 impl Default for CaptureTap {
     fn default() -> Self {
-        let (tx, _) = broadcast::channel(LISTENER_BACKLOG);
-        CaptureTap { tx }
+        CaptureTap {
+            tx: Arc::new(Fanout::new(LISTENER_BACKLOG)),
+        }
     }
 }
 
@@ -75,7 +78,7 @@ impl CaptureTap {
             let at = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
-            let _ = self.tx.send(Captured {
+            self.tx.send(Captured {
                 port,
                 direction,
                 at,

@@ -13,6 +13,7 @@ pub mod capture;
 pub mod client;
 pub mod counters;
 pub mod egress;
+pub mod fanout;
 pub mod forward;
 pub mod frame;
 pub mod impair;

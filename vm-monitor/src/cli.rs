@@ -184,6 +184,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         crate::vm::run(booted, stop, |_| {
+            crate::sys::release_free_heap();
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         })
         .await

@@ -82,7 +82,7 @@ struct Shared {
     vm: String,
     procs: Mutex<BTreeMap<i32, ProcInfo>>,
     tracing: AtomicBool,
-    trace: broadcast::Sender<pb::TraceEvent>,
+    trace: vbet_port::fanout::Fanout<pb::TraceEvent>,
     traced: AtomicU64,
     dropped: AtomicU64,
     clock: Option<Mutex<VirtualClock>>,
@@ -131,12 +131,11 @@ impl Tracer {
         setup: TracerSetup,
         events: broadcast::Sender<pb::Event>,
     ) -> std::io::Result<Tracer> {
-        let (trace, _) = broadcast::channel(TRACE_BUFFER);
         let shared = Arc::new(Shared {
             vm: setup.vm.clone(),
             procs: Mutex::new(BTreeMap::new()),
             tracing: AtomicBool::new(false),
-            trace,
+            trace: vbet_port::fanout::Fanout::new(TRACE_BUFFER),
             traced: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             clock: setup.clock.clone().map(Mutex::new),
@@ -779,7 +778,7 @@ impl Thread {
             Some((r, false)) => (r, String::new()),
             None => (0, String::new()),
         };
-        let _ = self.shared.trace.send(pb::TraceEvent {
+        self.shared.trace.send(pb::TraceEvent {
             time_us: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
