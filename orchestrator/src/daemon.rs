@@ -77,9 +77,7 @@ pub async fn run(
     health
         .set_serving::<OrchestratorServer<OrchestratorService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vbet_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = vbet_proto::reflection::Reflection::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tcp_server = match tcp {
         Some(tcp) => {
@@ -99,9 +97,7 @@ pub async fn run(
                 .context("the token holds characters a header cannot carry")?;
             let tls = tonic::transport::ServerTlsConfig::new()
                 .identity(tonic::transport::Identity::from_pem(cert, key));
-            let tcp_reflection = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(vbet_proto::FILE_DESCRIPTOR_SET)
-                .build_v1()?;
+            let tcp_reflection = reflection.clone();
             let mut stop = stop_rx.clone();
             let service = OrchestratorServer::new(OrchestratorService::new(orchestrator.clone()));
             let router = tonic::transport::Server::builder()

@@ -20,6 +20,7 @@ pub mod impair;
 pub mod link;
 pub mod mac_table;
 pub mod protocol;
+pub mod scratch;
 pub mod server;
 pub mod snoop;
 pub mod socket;

@@ -83,6 +83,30 @@ impl DataSocket {
         }
     }
 
+    /// Receives one datagram into this thread's receive buffer (see
+    /// [`crate::scratch`]), `at` bytes in, waiting for it; then runs `f` on
+    /// the buffer and the datagram's end (`at` + its length).
+    pub async fn recv_with<R>(
+        &self,
+        at: usize,
+        f: impl FnOnce(&mut [u8], usize) -> R,
+    ) -> io::Result<R> {
+        let mut f = Some(f);
+        loop {
+            let mut ready = self.io.readable().await?;
+            let done = crate::scratch::with(|buf| {
+                match ready.try_io(|s| s.get_ref().recv(&mut buf[at..])) {
+                    Ok(Ok(n)) => Some(Ok(f.take().expect("runs once")(buf, at + n))),
+                    Ok(Err(e)) => Some(Err(e)),
+                    Err(_would_block) => None,
+                }
+            });
+            if let Some(result) = done {
+                return result;
+            }
+        }
+    }
+
     /// Sends one datagram to the connected peer now, or fails (with
     /// `WouldBlock` when the peer has no room).
     pub fn try_send(&self, buf: &[u8]) -> io::Result<usize> {

@@ -7,6 +7,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/services.rs"));
 
+pub mod reflection;
+
 /// The encoded `FileDescriptorSet` of every vBET service, for the gRPC
 /// reflection service (so `grpcurl` can list and call them).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -48,9 +48,6 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// The reflection service could not be built.
-    #[error("cannot build the reflection service")]
-    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Runs a switch (or hub) until `shutdown` completes, then removes every
@@ -180,9 +177,7 @@ async fn serve_api(
     health
         .set_serving::<SwitchServer<Arc<SwitchService>>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vbet_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = vbet_proto::reflection::Reflection::new();
     tonic::transport::Server::builder()
         .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
         .add_service(health_service)

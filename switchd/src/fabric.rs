@@ -632,54 +632,73 @@ const FAST_MAX: usize = vnet::HEADER_LEN + 22 + 65535;
 
 /// Reads the frames a port's client sends until the port is removed. A
 /// plain frame is read behind room for a plain header; a fast port's
-/// datagram is a packet already.
+/// datagram is a packet already. Reads go to the thread's one receive
+/// buffer, shared by every port.
 async fn receive_frames(fabric: Weak<Fabric>, port: Arc<SwitchPort>, data: Arc<DataSocket>) {
-    let mut buf = vec![0u8; 128 * 1024];
-    let counters = port.link.counters().clone();
     let Some(max_frame) = fabric.upgrade().map(|f| f.config.max_frame) else {
         return;
     };
     let fast = port.mode == DataMode::Fast;
     let at = if fast { 0 } else { vnet::HEADER_LEN };
     loop {
-        let n = match data.recv(&mut buf[at..]).await {
-            Ok(n) => n,
+        let received = data
+            .recv_with(at, |buf, len| {
+                let Some(fabric) = fabric.upgrade() else {
+                    return false;
+                };
+                if let Some(packet) = admit(&port, fast, max_frame, &mut buf[..len]) {
+                    fabric
+                        .capture
+                        .record(port.id, Direction::In, &packet[vnet::HEADER_LEN..]);
+                    port.link.receive(packet);
+                }
+                true
+            })
+            .await;
+        match received {
+            Ok(true) => {}
+            // The fabric is gone.
+            Ok(false) => return,
             Err(e) => {
                 tracing::debug!(port = port.id, error = %e, "data socket error");
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
             }
-        };
-        let len = at + n;
-        let frame_len = len.saturating_sub(vnet::HEADER_LEN);
-        if len < vnet::HEADER_LEN + HEADER_LEN {
-            counters.rx(frame_len);
-            counters.dropped(DropReason::Runt);
-            continue;
         }
-        if fast {
-            let gso = buf[1] != vnet::GSO_NONE;
-            if (gso && len > FAST_MAX) || (!gso && frame_len > max_frame) {
-                counters.rx(frame_len);
-                counters.dropped(DropReason::Oversize);
-                continue;
-            }
-        } else {
-            if frame_len > max_frame {
-                counters.rx(frame_len);
-                counters.dropped(DropReason::Oversize);
-                continue;
-            }
-            buf[..vnet::HEADER_LEN].fill(0);
-        }
-        let Some(fabric) = fabric.upgrade() else {
-            return;
-        };
-        fabric
-            .capture
-            .record(port.id, Direction::In, &buf[vnet::HEADER_LEN..len]);
-        port.link.receive(&buf[..len]);
     }
+}
+
+/// Checks a packet read from a port (virtio-net header and frame): runts
+/// and oversize frames are counted and dropped; a plain frame gets its
+/// plain header. Returns the packet to forward.
+fn admit<'a>(
+    port: &SwitchPort,
+    fast: bool,
+    max_frame: usize,
+    packet: &'a mut [u8],
+) -> Option<&'a [u8]> {
+    let counters = port.link.counters();
+    let len = packet.len();
+    let frame_len = len.saturating_sub(vnet::HEADER_LEN);
+    let dropped = |reason| {
+        counters.rx(frame_len);
+        counters.dropped(reason);
+        None
+    };
+    if len < vnet::HEADER_LEN + HEADER_LEN {
+        return dropped(DropReason::Runt);
+    }
+    if fast {
+        let gso = packet[1] != vnet::GSO_NONE;
+        if (gso && len > FAST_MAX) || (!gso && frame_len > max_frame) {
+            return dropped(DropReason::Oversize);
+        }
+    } else {
+        if frame_len > max_frame {
+            return dropped(DropReason::Oversize);
+        }
+        packet[..vnet::HEADER_LEN].fill(0);
+    }
+    Some(packet)
 }
 
 /// Moves the frames of a VXLAN trunk into the fabric, as

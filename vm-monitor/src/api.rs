@@ -442,13 +442,7 @@ pub fn serve(
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io(format!("chmod {}", socket.display())))?;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vbet_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| VmError::Io {
-            what: "reflection service".into(),
-            source: std::io::Error::other(e),
-        })?;
+    let reflection = vbet_proto::reflection::Reflection::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let api = Api::new(vm);
     Ok(async move {

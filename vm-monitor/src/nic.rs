@@ -639,17 +639,21 @@ pub fn socket_paths(plan: &NicPlan) -> Vec<PathBuf> {
     }
 }
 
-/// The largest read from a TAP: a 64 KiB segment, its Ethernet header and
-/// a virtio-net header, with room to spare.
-const FRAME_MAX: usize = 128 * 1024;
-
-async fn read_frame(tap: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads one packet from the TAP into the thread's receive buffer (shared
+/// by every NIC; see [`vbet_port::scratch`]) and runs `f` on it.
+async fn read_frame<R>(tap: &AsyncFd<OwnedFd>, f: impl FnOnce(&[u8]) -> R) -> std::io::Result<R> {
+    let mut f = Some(f);
     loop {
         let mut guard = tap.readable().await?;
-        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(std::io::Error::from))
-        {
-            Ok(r) => return r,
-            Err(_would_block) => continue,
+        let done = vbet_port::scratch::with(|buf| {
+            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(Into::into)) {
+                Ok(Ok(n)) => Some(Ok(f.take().expect("runs once")(&buf[..n]))),
+                Ok(Err(e)) => Some(Err(e)),
+                Err(_would_block) => None,
+            }
+        });
+        if let Some(result) = done {
+            return result;
         }
     }
 }
@@ -657,7 +661,6 @@ async fn read_frame(tap: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<u
 /// Frames the guest sends: captured, counted, passed to the port's
 /// inbound lane (link state, impairments, then the fabric).
 async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
-    let mut buf = vec![0u8; FRAME_MAX];
     let id = state.capture_id();
     let hdr = if state.plan.offload {
         sys::VNET_HDR_LEN
@@ -665,8 +668,15 @@ async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
         0
     };
     loop {
-        let n = match read_frame(&tap, &mut buf).await {
-            Ok(n) => n,
+        let read = read_frame(&tap, |packet| {
+            state
+                .capture
+                .record(id, Direction::In, packet.get(hdr..).unwrap_or_default());
+            state.port.receive(packet);
+        })
+        .await;
+        match read {
+            Ok(()) => {}
             // The TAP is gone: the VM is being torn down.
             Err(e) if e.raw_os_error() == Some(libc::EBADF) => return,
             Err(e) => {
@@ -674,13 +684,8 @@ async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
                 // (ENOBUFS): log and keep going.
                 tracing::warn!(nic = %state.plan.name, error = %e, "reading the TAP failed");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
             }
-        };
-        state
-            .capture
-            .record(id, Direction::In, buf[..n].get(hdr..).unwrap_or_default());
-        state.port.receive(&buf[..n]);
+        }
     }
 }
 
@@ -688,21 +693,21 @@ async fn tap_to_fabric(state: Arc<NicState>, tap: Arc<AsyncFd<OwnedFd>>) {
 /// A fast peer's datagrams are packets already; a plain peer's frames get
 /// a plain virtio-net header when the TAP has one.
 async fn fabric_to_tap(state: Arc<NicState>, sock: Arc<DataSocket>) {
-    let mut buf = vec![0u8; FRAME_MAX];
     let at = if state.plan.offload && !state.fabric.fast.load(Ordering::Relaxed) {
         vnet::HEADER_LEN
     } else {
         0
     };
-    while let Ok(n) = sock.recv(&mut buf[at..]).await {
+    let deliver = |buf: &mut [u8], len: usize| {
         buf[..at].fill(0);
-        state.port.transmit(&buf[..at + n]);
-    }
+        state.port.transmit(&buf[..len]);
+    };
+    while sock.recv_with(at, deliver).await.is_ok() {}
 }
 
 /// Frames from a VXLAN cable: through the port's outbound lane to the TAP.
 async fn vxlan_to_tap(state: Arc<NicState>, vxlan: Arc<vbet_port::vxlan::VxlanSocket>) {
-    let mut buf = vec![0u8; FRAME_MAX];
+    let mut buf = vec![0u8; 65536];
     loop {
         match vxlan.recv(&mut buf).await {
             Ok(Some(frame)) => state.port.transmit(&buf[frame]),
