@@ -188,6 +188,9 @@ pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
         cgroup.create(&spec.resources)?;
         std::fs::create_dir_all(spec.staging_dir())
             .map_err(io_err(format!("creating {}", spec.staging_dir().display())))?;
+        // The reaper and the init share the monitor's pages until they
+        // write them: give back what the monitor freed first.
+        sys::release_free_heap();
         let reaper = fork_reaper(&spec, &cgroup)?;
         let (channel, guest_end) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
