@@ -256,6 +256,10 @@ impl Orchestrator {
                 changed = true;
                 if vm.pid != 0 {
                     self.emit(&lab, &vm.name, "node", "crashed: its monitor is gone");
+                    // Its VMs have no reaper of their own (see plan).
+                    if let Err(e) = reap_vm(&marker).await {
+                        tracing::warn!(lab = %lab, node = %vm.name, error = %e, "cannot reap the node");
+                    }
                 }
                 if !vm.restart || vm.restarts >= MAX_RESTARTS {
                     vm.pid = 0;
@@ -917,8 +921,13 @@ impl Orchestrator {
             } else {
                 terminate(vm.pid, &marker, Duration::from_secs(3)).await
             };
+            // A monitor that stopped cleaned up after itself; one that was
+            // killed (now or before) left its remains to us.
+            let reaped = reap_vm(&marker).await.err();
             report(progress, &vm.name, "vm", pb::Phase::Stopped, "").await;
-            killed.then(|| format!("node {} had to be killed", vm.name))
+            let killed = killed.then(|| format!("node {} had to be killed", vm.name));
+            let reaped = reaped.map(|e| format!("node {}: {e}", vm.name));
+            killed.into_iter().chain(reaped).collect::<Vec<_>>()
         }))
         .await;
         let switch_results = join_all(record.switches.iter().map(|s| async move {
@@ -931,8 +940,8 @@ impl Orchestrator {
         .await;
         let mut problems: Vec<String> = vm_results
             .into_iter()
-            .chain(switch_results)
             .flatten()
+            .chain(switch_results.into_iter().flatten())
             .collect();
         let dir = self.layout.lab_dir(lab);
         if dir.exists()
@@ -1274,6 +1283,23 @@ fn default_lab_name(path: &Path) -> String {
         .take(crate::layout::MAX_LAB_NAME)
         .collect();
     clean.trim_start_matches(['-', '_']).to_owned()
+}
+
+/// Does a reaper's work for the VM of spec file `spec`, whose monitor is
+/// gone: waits for its processes to end, then removes its cgroups,
+/// sockets, staging dir and lock. Nothing to do when the monitor cleaned up
+/// after itself (or the spec is gone with the lab).
+async fn reap_vm(spec: &str) -> Result<(), String> {
+    let spec = PathBuf::from(spec);
+    if !spec.exists() {
+        return Ok(());
+    }
+    tokio::task::spawn_blocking(move || {
+        let spec = vm_monitor::spec::VmSpec::from_toml_file(&spec).map_err(|e| e.to_string())?;
+        vm_monitor::vm::reap(&spec).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Labs found on disk: their records, marked degraded if a component died.

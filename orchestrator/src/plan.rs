@@ -331,6 +331,9 @@ fn plan_vm(
         pids: None,
     };
     spec.faults = node.faults;
+    // The orchestrator reaps its labs' VMs itself (`Labs::watch`, tear
+    // down): one process less per VM than a reaper of each VM's own.
+    spec.reaper = false;
     if let Some(clock) = node.clock {
         // The virtual clock, settable at run time (`vbet clock`).
         spec.clock.realtime = clock.offset;

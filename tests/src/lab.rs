@@ -242,3 +242,21 @@ pub fn processes_mentioning(needle: &Path) -> Vec<(u32, String)> {
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
+
+/// The cgroup directories of lab `lab`'s VMs that exist now (cgroup v2 and
+/// v1 layouts).
+pub fn lab_cgroups(lab: &str) -> Vec<PathBuf> {
+    let prefix = format!("{lab}.");
+    let mut found = Vec::new();
+    for controller in [
+        "", "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "unified",
+    ] {
+        let parent = Path::new("/sys/fs/cgroup").join(controller).join("vbet");
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) && entry.path().is_dir() {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}

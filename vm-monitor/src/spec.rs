@@ -75,6 +75,12 @@ pub struct VmSpec {
     /// Liveness checks of the guest init.
     #[serde(default)]
     pub watchdog: WatchdogSpec,
+    /// Fork a reaper that removes what the VM leaves on the host (cgroups,
+    /// sockets, staging dir, lock) should the monitor be killed (default).
+    /// Off when something else reaps the VM: the orchestrator does, for
+    /// its labs, with [`crate::vm::reap`].
+    #[serde(default = "default_reaper", skip_serializing_if = "is_true")]
+    pub reaper: bool,
 }
 
 /// The watchdog: every `interval` seconds the monitor pings the guest
@@ -183,6 +189,14 @@ impl ClockSpec {
 
 fn default_lab() -> String {
     "default".into()
+}
+
+fn default_reaper() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn default_image() -> String {
@@ -516,6 +530,7 @@ impl VmSpec {
             faults: false,
             clock: ClockSpec::default(),
             watchdog: WatchdogSpec::default(),
+            reaper: true,
         }
     }
 
@@ -895,6 +910,17 @@ mod tests {
         assert_eq!(spec.hostname(), "r1");
         assert_eq!(spec.api_socket(), PathBuf::from("/run/vbet/ospf/r1.sock"));
         spec.validate().unwrap();
+    }
+
+    #[test]
+    fn a_reaper_unless_told_otherwise() {
+        let spec: VmSpec = toml::from_str("name = \"a\"").unwrap();
+        assert!(spec.reaper);
+        assert!(!toml::to_string(&spec).unwrap().contains("reaper"));
+        let spec: VmSpec = toml::from_str("name = \"a\"\nreaper = false").unwrap();
+        assert!(!spec.reaper);
+        let again: VmSpec = toml::from_str(&toml::to_string(&spec).unwrap()).unwrap();
+        assert!(!again.reaper);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!   a reaper process, forked at boot before anything else exists, waits
 //!   for EOF on a pipe that only the monitor holds; then it waits for the
 //!   cgroup to empty and removes them all. It holds the VM's lock while it
-//!   works, so a new VM of the same name waits for a clean slate.
+//!   works, so a new VM of the same name waits for a clean slate. A spec
+//!   may go without (`reaper = false`) when something else calls [`reap`]
+//!   once the monitor is gone, as the orchestrator does for its labs.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -82,7 +84,7 @@ pub struct Booted {
     init_pid: libc::pid_t,
     channel: OwnedFd,
     lock: Flock<File>,
-    reaper: Reaper,
+    reaper: Option<Reaper>,
     started: Instant,
 }
 
@@ -191,7 +193,11 @@ pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
         // The reaper and the init share the monitor's pages until they
         // write them: give back what the monitor freed first.
         sys::release_free_heap();
-        let reaper = fork_reaper(&spec, &cgroup)?;
+        let reaper = if spec.reaper {
+            Some(fork_reaper(&spec, &cgroup)?)
+        } else {
+            None
+        };
         let (channel, guest_end) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::SeqPacket,
@@ -285,11 +291,7 @@ fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<Reaper, VmError> {
                     _ => break,
                 }
             }
-            let _ = cgroup.remove(Duration::from_secs(10));
-            for p in host_paths(spec) {
-                let _ = remove_path(&p);
-            }
-            let _ = std::fs::remove_file(spec.lock_path());
+            let _ = remove_remains(spec, cgroup, REAP_WAIT);
             sys::exit_now(0)
         }
         sys::Forked::Parent(pid) => {
@@ -297,6 +299,56 @@ fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<Reaper, VmError> {
             Ok(Reaper { pid, pipe: write })
         }
     }
+}
+
+/// How long a reaper waits for a dead VM's processes to leave its cgroup.
+const REAP_WAIT: Duration = Duration::from_secs(10);
+
+/// Does a reaper's work for a VM whose monitor is gone (spec `reaper =
+/// false`): waits for its processes to end (their init dies with the
+/// monitor, and the rest with the init), then removes its cgroups, sockets,
+/// staging dir and lock file. Returns what could not be removed.
+pub fn reap(spec: &VmSpec) -> Result<(), VmError> {
+    if !spec.lock_path().exists() {
+        return Ok(());
+    }
+    // Held while we work, as a reaper holds it: a VM of that name waits.
+    let Some(_lock) = try_lock(&spec.lock_path())? else {
+        return Err(VmError::NameClash {
+            name: spec.name.clone(),
+            lab: spec.lab.clone(),
+            lock: spec.lock_path(),
+        });
+    };
+    let cgroup = Cgroup::new(
+        Hierarchy::detect(std::path::Path::new("/sys/fs/cgroup"))?,
+        &spec.cgroup_name(),
+    );
+    let errors = remove_remains(spec, &cgroup, REAP_WAIT);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(VmError::Teardown(errors))
+    }
+}
+
+/// Removes the cgroup (once empty, waiting at most `wait`), the host paths
+/// and the lock file of a VM that has ended; returns the failures.
+fn remove_remains(spec: &VmSpec, cgroup: &Cgroup, wait: Duration) -> Vec<String> {
+    let mut errors: Vec<String> = cgroup
+        .remove(wait)
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect();
+    for p in host_paths(spec) {
+        if let Err(e) = remove_path(&p) {
+            errors.push(format!("removing {}: {e}", p.display()));
+        }
+    }
+    if let Err(e) = remove_path(&spec.lock_path()) {
+        errors.push(format!("removing {}: {e}", spec.lock_path().display()));
+    }
+    errors
 }
 
 /// Removes what dead VMs of `lab` left behind when even their reaper was
@@ -410,9 +462,11 @@ pub enum Ended {
     GuestExited,
 }
 
-fn finish(reaper: Reaper, errors: Vec<String>) -> Result<(), VmError> {
+fn finish(reaper: Option<Reaper>, errors: Vec<String>) -> Result<(), VmError> {
     if errors.is_empty() {
-        reaper.dismiss();
+        if let Some(reaper) = reaper {
+            reaper.dismiss();
+        }
         Ok(())
     } else {
         // The reaper tries once more when we exit.
