@@ -114,6 +114,7 @@ fn paper_2_2_lab_comes_up_is_operated_and_leaves_nothing() {
         String::from_utf8_lossy(&down.stderr)
     );
     assert!(!host.run_root.join(&lab).exists(), "run dir left behind");
+    assert_eq!(lab_cgroups(&lab), Vec::<std::path::PathBuf>::new());
     host.assert_no_lab_processes();
     assert!(!host.vbet_ok(&["ls"]).contains(&lab));
 }

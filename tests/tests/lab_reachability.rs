@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use vbet_tests::lab::{LabHost, examples};
+use vbet_tests::lab::{LabHost, examples, lab_cgroups};
 use vbet_tests::{require, unique_name};
 
 /// (node, address without prefix) of every IPv4 address, grouped by the
@@ -88,6 +88,7 @@ fn ping_matrix(file: &str) {
     host.vbet_ok(&["down", &lab]);
     assert!(!host.run_root.join(&lab).exists());
     host.assert_no_lab_processes();
+    assert_eq!(lab_cgroups(&lab), Vec::<std::path::PathBuf>::new());
 }
 
 #[test]
