@@ -149,15 +149,8 @@ pub fn boot(spec: VmSpec) -> Result<Booted, VmError> {
         });
     }
     let lower = spec.image_dir()?;
-    let clash = || VmError::NameClash {
-        name: spec.name.clone(),
-        lab: spec.lab.clone(),
-        lock: spec.lock_path(),
-    };
-    let cgroup = Cgroup::new(
-        Hierarchy::detect(std::path::Path::new("/sys/fs/cgroup"))?,
-        &spec.cgroup_name(),
-    );
+    let clash = || name_clash(&spec);
+    let cgroup = cgroup_of(&spec)?;
     // Checks before creating anything: a held lock or a busy cgroup.
     if spec.lock_path().exists() {
         let held = std::fs::OpenOptions::new()
@@ -301,29 +294,40 @@ fn fork_reaper(spec: &VmSpec, cgroup: &Cgroup) -> Result<Reaper, VmError> {
     }
 }
 
+/// The error for a VM whose name is taken by a running one.
+fn name_clash(spec: &VmSpec) -> VmError {
+    VmError::NameClash {
+        name: spec.name.clone(),
+        lab: spec.lab.clone(),
+        lock: spec.lock_path(),
+    }
+}
+
+/// The VM's cgroup, on whichever hierarchy the host has.
+fn cgroup_of(spec: &VmSpec) -> Result<Cgroup, VmError> {
+    Ok(Cgroup::new(
+        Hierarchy::detect(std::path::Path::new("/sys/fs/cgroup"))?,
+        &spec.cgroup_name(),
+    ))
+}
+
 /// How long a reaper waits for a dead VM's processes to leave its cgroup.
 const REAP_WAIT: Duration = Duration::from_secs(10);
 
 /// Does a reaper's work for a VM whose monitor is gone (spec `reaper =
 /// false`): waits for its processes to end (their init dies with the
 /// monitor, and the rest with the init), then removes its cgroups, sockets,
-/// staging dir and lock file. Returns what could not be removed.
+/// staging dir and lock file. Fails with what could not be removed, or
+/// with a name clash when the VM still runs (its lock is held).
 pub fn reap(spec: &VmSpec) -> Result<(), VmError> {
     if !spec.lock_path().exists() {
         return Ok(());
     }
     // Held while we work, as a reaper holds it: a VM of that name waits.
     let Some(_lock) = try_lock(&spec.lock_path())? else {
-        return Err(VmError::NameClash {
-            name: spec.name.clone(),
-            lab: spec.lab.clone(),
-            lock: spec.lock_path(),
-        });
+        return Err(name_clash(spec));
     };
-    let cgroup = Cgroup::new(
-        Hierarchy::detect(std::path::Path::new("/sys/fs/cgroup"))?,
-        &spec.cgroup_name(),
-    );
+    let cgroup = cgroup_of(spec)?;
     let errors = remove_remains(spec, &cgroup, REAP_WAIT);
     if errors.is_empty() {
         Ok(())
