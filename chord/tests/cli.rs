@@ -9,12 +9,32 @@ use vbet_chord::Id;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chord-peer");
 
-/// A free UDP port on 127.0.0.1 (free when asked; the peer binds it next).
+/// A free UDP port on 127.0.0.1 for a peer to bind next. It is taken from
+/// below the kernel's ephemeral range: a port that `bind(0)` handed out
+/// could be handed to another process (a `check` client, another test)
+/// before the peer binds it.
 fn free_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000u16, low.saturating_sub(10_000).max(1));
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id()
+        | 1;
+    loop {
+        // A xorshift step: a different candidate each time round.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let addr = SocketAddr::from(([127, 0, 0, 1], first + (x % u32::from(span)) as u16));
+        if UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
 }
 
 struct Peer(Child);
